@@ -1,0 +1,7 @@
+"""``python -m cloudq`` is the ``cloudq`` command."""
+
+import sys
+
+from cloudq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+"""Brokers: one protocol (:mod:`cloudq.brokers.base`), one module per transport.
+
+Transports are imported lazily so that ``import cloudq`` stays cheap (Lambda cold
+starts) and a missing optional dependency fails with an actionable message only
+when that transport is actually used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cloudq.brokers.base import Broker, Delivery, OutgoingMessage, QueueConfig, QueueStats
+from cloudq.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from cloudq.settings import Settings
+
+__all__ = ["Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "create_broker"]
+
+
+def create_broker(settings: Settings) -> Broker:
+    """Build the broker named by ``settings.broker``."""
+    if settings.broker == "sqs":
+        from cloudq.brokers.sqs import SqsBroker
+
+        return SqsBroker(settings)
+    if settings.broker == "local":
+        from cloudq.brokers.local import LocalBroker
+
+        return LocalBroker(settings.local_path)
+    if settings.broker == "memory":
+        from cloudq.brokers.memory import MemoryBroker
+
+        return MemoryBroker()
+    raise ConfigurationError(f"unknown broker {settings.broker!r}; expected local, sqs or memory")

@@ -1,0 +1,114 @@
+"""The broker protocol: the few primitives cloudq needs from a queue service.
+
+Everything above this line (retry policy, dead-lettering with a reason, batching
+of deletes and visibility changes, serialization, logging) is written once in the
+worker and executor. Everything below it is a transport: SQS (boto3 + aioboto3),
+the embedded SQLite broker, or the in-memory broker for tests. All of them honour
+SQS's semantics: a received message stays invisible for the visibility timeout,
+its receive count grows with each receive, it comes back unless acknowledged, and
+queues may delay messages and dead-letter them after ``max_receive_count`` receives.
+
+Brokers take *physical* queue names (prefix applied); the app maps logical names.
+Producers are sync and async (``send``/``asend``); consumers are async only,
+because the worker and the Lambda handler each drive one event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "is_fifo"]
+
+SQS_MAX_BATCH = 10
+SQS_MAX_DELAY_S = 900
+SQS_MAX_VISIBILITY_S = 43_200
+
+
+def is_fifo(queue: str) -> bool:
+    return queue.endswith(".fifo")
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message to send: an encoded envelope plus SQS send options."""
+
+    body: str
+    delay_s: int = 0
+    group_id: str | None = None
+    dedup_id: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One received copy of a message; ``receipt`` is what ack and visibility changes need."""
+
+    queue: str
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+    attributes: dict[str, str] = field(default_factory=dict)
+    sent_at: datetime | None = None
+    group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """What ``ensure_queue`` creates: the queue's own settings and its redrive policy."""
+
+    visibility_timeout_s: int = 30
+    dead_letter_queue: str | None = None
+    max_receive_count: int = 10
+    retention_s: int = 1_209_600
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue."""
+
+    queue: str
+    exists: bool
+    visible: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """A queue service as cloudq uses it. Methods take any number of messages; brokers batch."""
+
+    def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Send messages (in order), returning their message ids."""
+
+    async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """The async twin of :meth:`send`."""
+
+    async def receive(
+        self, queue: str, *, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
+    ) -> list[Delivery]:
+        """Receive up to ``max_messages`` (at most 10), waiting up to ``wait_s`` for the first."""
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Delete messages that are done with."""
+
+    async def change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
+        """Make messages visible again after ``timeout_s`` from now (0: at once)."""
+
+    def ensure_queue(self, queue: str, config: QueueConfig) -> None:
+        """Create the queue if missing (admin and tests only; never at run time)."""
+
+    def stats(self, queue: str) -> QueueStats:
+        """Approximate visible / in-flight / delayed counts."""
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def chunked(items: Sequence, size: int = SQS_MAX_BATCH) -> list[Sequence]:
+    """Split into SQS-sized batches; every batched call in cloudq goes through here."""
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -1,0 +1,209 @@
+"""Amazon SQS transport: boto3 for sync producers and admin, aioboto3 for the async paths.
+
+This is the only module that imports the AWS SDKs for SQS. Each public method is a
+thin I/O loop over the pure requests of :mod:`cloudq.brokers.sqs_requests`; errors
+are translated where they enter cloudq (``raise ... from exc``). botocore already
+retries throttling with its ``standard`` mode; tenacity adds a longer, bounded retry
+on :class:`BrokerUnavailable` (endpoint down, connection reset) for producer sends,
+and the worker keeps polling through outages on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import structlog
+import tenacity
+
+from cloudq.brokers import sqs_requests as rq
+from cloudq.brokers.base import Delivery, OutgoingMessage, QueueConfig, QueueStats
+from cloudq.errors import BrokerError, BrokerUnavailable, QueueNotFound
+
+__all__ = ["SqsBroker"]
+
+logger = structlog.get_logger(__name__)
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.HTTPClientError,
+    ConnectionError,
+    TimeoutError,
+)
+_STATS_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+def _translate(exc: BaseException, queue: str) -> BrokerError:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return rq.translate_client_error(exc, queue)
+    return BrokerUnavailable(f"SQS endpoint unreachable for queue {queue!r}: {type(exc).__name__}: {exc}")
+
+
+def _retry_policy(stop_after_s: float) -> dict[str, Any]:
+    return {
+        "retry": tenacity.retry_if_exception_type(BrokerUnavailable),
+        "stop": tenacity.stop_after_delay(stop_after_s),
+        "wait": tenacity.wait_exponential_jitter(initial=0.2, max=5),
+        "reraise": True,
+    }
+
+
+class SqsBroker:
+    """SQS (or LocalStack) behind the :class:`~cloudq.brokers.base.Broker` protocol."""
+
+    def __init__(self, settings: Any, *, send_retry_s: float = 30.0) -> None:
+        self._endpoint_url = settings.endpoint_url
+        self._region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self._urls: dict[str, str] = {settings.queue_name(k): v for k, v in settings.queue_urls.items()}
+        self._pool = max(10, settings.concurrency + 4)
+        self._send_retry_s = send_retry_s
+        self._client: Any = None
+        self._aclient: Any = None
+        self._astack: contextlib.AsyncExitStack | None = None
+        self.calls: dict[str, int] = {}
+
+    # -- clients ----------------------------------------------------------------------------
+    def _config(self) -> botocore.config.Config:
+        return botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=self._pool,
+            connect_timeout=5,
+            read_timeout=30,  # above the 20 s long poll
+        )
+
+    def _sync_client(self) -> Any:
+        if self._client is None:
+            session = boto3.session.Session(region_name=self._region)
+            self._client = session.client("sqs", endpoint_url=self._endpoint_url, config=self._config())
+        return self._client
+
+    async def _async_client(self) -> Any:
+        if self._aclient is None:
+            import aioboto3  # lazy: only the async paths pay for aiohttp
+
+            self._astack = contextlib.AsyncExitStack()
+            session = aioboto3.Session(region_name=self._region)
+            self._aclient = await self._astack.enter_async_context(
+                session.client("sqs", endpoint_url=self._endpoint_url, config=self._config())
+            )
+        return self._aclient
+
+    # -- the two I/O primitives --------------------------------------------------------------
+    def _call(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls[op] = self.calls.get(op, 0) + 1
+        try:
+            return getattr(self._sync_client(), op)(**params)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, *_CONNECTION_ERRORS) as exc:
+            raise _translate(exc, queue) from exc
+
+    async def _acall(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls[op] = self.calls.get(op, 0) + 1
+        client = await self._async_client()
+        try:
+            return await getattr(client, op)(**params)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, *_CONNECTION_ERRORS) as exc:
+            raise _translate(exc, queue) from exc
+        except Exception as exc:  # aiohttp's own connection errors
+            if type(exc).__module__.startswith("aiohttp"):
+                raise BrokerUnavailable(f"SQS endpoint unreachable for queue {queue!r}: {exc!r}") from exc
+            raise
+
+    # -- queue URLs: resolved once, cached; never created at run time --------------------------
+    def queue_url(self, queue: str) -> str:
+        if queue not in self._urls:
+            self._urls[queue] = self._call(queue, "get_queue_url", {"QueueName": queue})["QueueUrl"]
+        return self._urls[queue]
+
+    async def aqueue_url(self, queue: str) -> str:
+        if queue not in self._urls:
+            self._urls[queue] = (await self._acall(queue, "get_queue_url", {"QueueName": queue}))["QueueUrl"]
+        return self._urls[queue]
+
+    # -- producer ---------------------------------------------------------------------------
+    def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        def attempt() -> list[str]:
+            url = self.queue_url(queue)
+            return [i for op, p in rq.send_requests(queue, url, messages) for i in rq.parse_send(self._call(queue, op, p))]
+
+        return tenacity.Retrying(**_retry_policy(self._send_retry_s))(attempt)
+
+    async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        async def attempt() -> list[str]:
+            url = await self.aqueue_url(queue)
+            ids: list[str] = []
+            for op, p in rq.send_requests(queue, url, messages):
+                ids += rq.parse_send(await self._acall(queue, op, p))
+            return ids
+
+        return await tenacity.AsyncRetrying(**_retry_policy(self._send_retry_s))(attempt)
+
+    # -- consumer ---------------------------------------------------------------------------
+    async def receive(
+        self, queue: str, *, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
+    ) -> list[Delivery]:
+        url = await self.aqueue_url(queue)
+        op, params = rq.receive_request(url, max_messages, wait_s, visibility_timeout_s)
+        return rq.parse_messages(queue, await self._acall(queue, op, params))
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        await self._abatch(queue, deliveries, lambda url: rq.delete_requests(url, deliveries))
+
+    async def change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
+        await self._abatch(queue, deliveries, lambda url: rq.change_visibility_requests(url, deliveries, timeout_s))
+
+    async def _abatch(self, queue: str, deliveries: Sequence[Delivery], build: Callable[[str], list[rq.Request]]) -> None:
+        if not deliveries:
+            return
+        url = await self.aqueue_url(queue)
+        for op, params in build(url):
+            failures = rq.parse_batch_result(await self._acall(queue, op, params))
+            if failures:
+                logger.warning("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
+
+    # -- admin ------------------------------------------------------------------------------
+    def ensure_queue(self, queue: str, config: QueueConfig) -> None:
+        dlq_arn = None
+        if config.dead_letter_queue:
+            dlq = config.dead_letter_queue
+            self.ensure_queue(dlq, QueueConfig(visibility_timeout_s=config.visibility_timeout_s))
+            dlq_arn = self._call(dlq, "get_queue_attributes", {"QueueUrl": self.queue_url(dlq), "AttributeNames": ["QueueArn"]})["Attributes"]["QueueArn"]
+        attributes = rq.ensure_queue_attributes(queue, config, dlq_arn)
+        try:
+            url = self.queue_url(queue)
+        except QueueNotFound:
+            self._urls[queue] = self._call(queue, "create_queue", {"QueueName": queue, "Attributes": attributes})["QueueUrl"]
+            return
+        attributes.pop("FifoQueue", None)  # immutable after creation
+        self._call(queue, "set_queue_attributes", {"QueueUrl": url, "Attributes": attributes})
+
+    def stats(self, queue: str) -> QueueStats:
+        try:
+            url = self.queue_url(queue)
+            response = self._call(queue, "get_queue_attributes", {"QueueUrl": url, "AttributeNames": _STATS_ATTRIBUTES})
+        except QueueNotFound:
+            return QueueStats(queue, exists=False)
+        return rq.parse_stats(queue, response.get("Attributes", {}))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        if self._astack is not None:
+            await self._astack.aclose()
+            self._astack = None
+            self._aclient = None
+        self.close()

@@ -1,0 +1,218 @@
+"""Pure SQS request builders and response parsers, shared by the boto3 and aioboto3 paths.
+
+Every SQS operation cloudq makes is described here as ``(operation, params)``
+pairs plus a parser, so the sync and async transports in :mod:`cloudq.brokers.sqs`
+are each a loop of a few lines, and all the logic is unit-testable without I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from cloudq.brokers.base import (
+    SQS_MAX_BATCH,
+    SQS_MAX_DELAY_S,
+    Delivery,
+    OutgoingMessage,
+    QueueConfig,
+    QueueStats,
+    chunked,
+    is_fifo,
+)
+from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError, QueueNotFound
+
+__all__ = [
+    "Request",
+    "change_visibility_requests",
+    "delete_requests",
+    "ensure_queue_attributes",
+    "parse_batch_result",
+    "parse_messages",
+    "parse_send",
+    "parse_stats",
+    "receive_request",
+    "send_requests",
+    "translate_client_error",
+]
+
+Request = tuple[str, dict[str, Any]]
+
+# SQS answers these for a missing queue (query and JSON protocols spell it differently).
+_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+_TRANSIENT = {
+    "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded", "ServiceUnavailable",
+    "InternalError", "InternalFailure", "KmsThrottled", "SlowDown",
+}  # fmt: skip
+_MAX_BATCH_BYTES = 262_144  # a conservative batch payload limit that every SQS region accepts
+_RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+
+
+def _entry(index: int, message: OutgoingMessage, fifo: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
+    if fifo:
+        if message.delay_s:
+            raise ConfigurationError("FIFO queues take no per-message delay; set DelaySeconds on the queue")
+        entry["MessageGroupId"] = message.group_id or "default"
+        if message.dedup_id:
+            entry["MessageDeduplicationId"] = message.dedup_id
+    else:
+        if message.group_id or message.dedup_id:
+            raise ConfigurationError("group_id and dedup_id apply only to FIFO queues (names ending .fifo)")
+        if not 0 <= message.delay_s <= SQS_MAX_DELAY_S:
+            raise ConfigurationError(f"SQS delay must be 0..{SQS_MAX_DELAY_S} s, got {message.delay_s}")
+        if message.delay_s:
+            entry["DelaySeconds"] = int(message.delay_s)
+    if message.attributes:
+        entry["MessageAttributes"] = {
+            key: {"DataType": "String", "StringValue": value} for key, value in message.attributes.items()
+        }
+    return entry
+
+
+def _batches(messages: Sequence[OutgoingMessage]) -> list[list[tuple[int, OutgoingMessage]]]:
+    """Group messages into batches of at most 10 entries and 256 KiB, keeping order."""
+    batches: list[list[tuple[int, OutgoingMessage]]] = [[]]
+    size = 0
+    for index, message in enumerate(messages):
+        weight = len(message.body.encode()) + sum(len(k) + len(v) for k, v in message.attributes.items())
+        if batches[-1] and (len(batches[-1]) == SQS_MAX_BATCH or size + weight > _MAX_BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append((index, message))
+        size += weight
+    return [b for b in batches if b]
+
+
+def send_requests(queue: str, url: str, messages: Sequence[OutgoingMessage]) -> list[Request]:
+    """One SendMessage for a single message (what a raw producer would do), batches otherwise."""
+    fifo = is_fifo(queue)
+    if len(messages) == 1:
+        entry = _entry(0, messages[0], fifo)
+        entry.pop("Id")
+        return [("send_message", {"QueueUrl": url, **entry})]
+    return [
+        ("send_message_batch", {"QueueUrl": url, "Entries": [_entry(i, m, fifo) for i, m in batch]})
+        for batch in _batches(messages)
+    ]
+
+
+def parse_send(response: dict[str, Any]) -> list[str]:
+    """Message ids in the order sent; any failed entry raises (transient ones as BrokerUnavailable)."""
+    if "MessageId" in response:
+        return [response["MessageId"]]
+    failed = response.get("Failed") or []
+    if failed:
+        sender_fault = any(f.get("SenderFault") for f in failed)
+        detail = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
+        raise (BrokerError if sender_fault else BrokerUnavailable)(f"SendMessageBatch failed for {len(failed)} entries: {detail}")
+    ok = sorted(response.get("Successful") or [], key=lambda e: int(e["Id"]))
+    return [e["MessageId"] for e in ok]
+
+
+def receive_request(url: str, max_messages: int, wait_s: float, visibility_timeout_s: int | None) -> Request:
+    params: dict[str, Any] = {
+        "QueueUrl": url,
+        "MaxNumberOfMessages": max(1, min(SQS_MAX_BATCH, max_messages)),
+        "WaitTimeSeconds": max(0, min(20, int(wait_s))),
+        "MessageSystemAttributeNames": _RECEIVE_SYSTEM_ATTRIBUTES,
+        "MessageAttributeNames": ["All"],
+    }
+    if visibility_timeout_s is not None:
+        params["VisibilityTimeout"] = visibility_timeout_s
+    return ("receive_message", params)
+
+
+def parse_messages(queue: str, response: dict[str, Any]) -> list[Delivery]:
+    deliveries = []
+    for message in response.get("Messages") or []:
+        system = message.get("Attributes") or {}
+        sent_ms = system.get("SentTimestamp")
+        deliveries.append(
+            Delivery(
+                queue=queue,
+                message_id=message["MessageId"],
+                receipt=message["ReceiptHandle"],
+                body=message.get("Body", ""),
+                receive_count=int(system.get("ApproximateReceiveCount", 1)),
+                attributes={
+                    key: value.get("StringValue", "")
+                    for key, value in (message.get("MessageAttributes") or {}).items()
+                },
+                sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, timezone.utc) if sent_ms else None,
+                group_id=system.get("MessageGroupId"),
+            )
+        )
+    return deliveries
+
+
+def delete_requests(url: str, deliveries: Sequence[Delivery]) -> list[Request]:
+    return [
+        (
+            "delete_message_batch",
+            {"QueueUrl": url, "Entries": [{"Id": str(i), "ReceiptHandle": d.receipt} for i, d in enumerate(batch)]},
+        )
+        for batch in chunked(deliveries)
+    ]
+
+
+def change_visibility_requests(url: str, deliveries: Sequence[Delivery], timeout_s: int) -> list[Request]:
+    return [
+        (
+            "change_message_visibility_batch",
+            {
+                "QueueUrl": url,
+                "Entries": [
+                    {"Id": str(i), "ReceiptHandle": d.receipt, "VisibilityTimeout": int(timeout_s)}
+                    for i, d in enumerate(batch)
+                ],
+            },
+        )
+        for batch in chunked(deliveries)
+    ]
+
+
+def parse_batch_result(response: dict[str, Any]) -> list[str]:
+    """Failures of a delete/visibility batch, as readable strings (the caller logs them)."""
+    return [f"{f.get('Code')}: {f.get('Message', '')}" for f in response.get("Failed") or []]
+
+
+def ensure_queue_attributes(queue: str, config: QueueConfig, dlq_arn: str | None) -> dict[str, str]:
+    import json
+
+    attributes = {
+        "VisibilityTimeout": str(config.visibility_timeout_s),
+        "MessageRetentionPeriod": str(config.retention_s),
+        "SqsManagedSseEnabled": "true",
+    }
+    if is_fifo(queue):
+        attributes["FifoQueue"] = "true"
+    if dlq_arn:
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count}
+        )
+    return attributes
+
+
+def parse_stats(queue: str, attributes: dict[str, str]) -> QueueStats:
+    return QueueStats(
+        queue,
+        True,
+        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+    )
+
+
+def translate_client_error(exc: Exception, queue: str) -> BrokerError:
+    """Map a botocore ClientError onto cloudq's tree (see :mod:`cloudq.errors`)."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    code = str(error.get("Code", ""))
+    status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    message = f"SQS {code or 'error'} on queue {queue!r}: {error.get('Message', exc)}"
+    if code in _MISSING_QUEUE:
+        return QueueNotFound(f"queue {queue!r} does not exist (create it with `cloudq queues ensure` or in infra)")
+    if code in _TRANSIENT or status >= 500:
+        return BrokerUnavailable(message)
+    return BrokerError(message)

@@ -1,0 +1,176 @@
+"""The ``cloudq`` command (also ``python -m cloudq``).
+
+APP is ``module:attribute`` naming a :class:`cloudq.App`, or taken from ``CLOUDQ_APP``.
+Exit codes: 0 success, 1 a runtime failure (broker, missing queue), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from cloudq.errors import CloudQError, ConfigurationError
+
+__all__ = ["load_app", "main"]
+
+
+def load_app(spec: str | None) -> Any:
+    """Import ``module:attribute`` (cwd on sys.path, like gunicorn/uvicorn) and check it is an App."""
+    from cloudq.app import App
+
+    spec = spec or os.environ.get("CLOUDQ_APP")
+    if not spec:
+        raise ConfigurationError("no app given: pass APP as module:attribute or set CLOUDQ_APP")
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"APP must look like module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise ConfigurationError(f"{spec!r} is not a cloudq.App (got {type(app).__name__})")
+    return app
+
+
+def _json_arg(text: str | None, kind: type, flag: str) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{flag} must be a JSON {'array' if kind is list else 'object'}")
+    return value
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from cloudq.logs import configure_logging
+    from cloudq.worker import Worker
+
+    app = load_app(ns.app)
+    configure_logging(app.settings.log_format, app.settings.log_level)
+    worker = Worker(app, ns.queue or None, concurrency=ns.concurrency, burst=ns.burst, max_tasks=ns.max_tasks)
+
+    async def run() -> None:
+        worker.install_signal_handlers()
+        try:
+            await worker.run()
+        finally:
+            await app.aclose()
+
+    asyncio.run(run())
+    _exit_if_threads_linger()
+    return 0
+
+
+def _exit_if_threads_linger() -> None:
+    """Sync tasks past the grace period cannot be killed; their messages were released, so exit now."""
+    if any(t.name.startswith("cloudq-task") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        os._exit(0)
+
+
+def cmd_enqueue(ns: argparse.Namespace) -> int:
+    app_spec, task = (ns.names[0], ns.names[1]) if len(ns.names) == 2 else (None, ns.names[0])
+    app = load_app(app_spec)
+    args = _json_arg(ns.args, list, "--args")
+    kwargs = _json_arg(ns.kwargs, dict, "--kwargs")
+    options = {"delay": ns.delay, "queue": ns.queue}
+    ref = app.send_task(task, tuple(args), kwargs, **{k: v for k, v in options.items() if v is not None})
+    print(json.dumps({"id": ref.id, "task": ref.task, "queue": ref.queue, "message_id": ref.message_id}))
+    app.close()
+    return 0
+
+
+def cmd_queues_ensure(ns: argparse.Namespace) -> int:
+    from cloudq.queues import plan_queues
+
+    app = load_app(ns.app)
+    for plan in plan_queues(app):
+        app.broker.ensure_queue(plan.physical, plan.config)
+        print(f"{plan.queue}: {plan.physical} (dead letters: {plan.dead_letter_queue}, maxReceiveCount {plan.config.max_receive_count})")
+    app.close()
+    return 0
+
+
+def cmd_schema(ns: argparse.Namespace) -> int:
+    from cloudq.envelope import envelope_schema
+
+    sys.stdout.write(envelope_schema())
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from cloudq.demo import run_demo
+
+    return run_demo(ns.n)
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudq", description="cloudq: a task queue on Amazon SQS")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run a long-polling worker (the ECS entry point)")
+    worker.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
+    worker.add_argument("-q", "--queue", action="append", help="logical queue (repeatable; default: every registry queue)")
+    worker.add_argument("-c", "--concurrency", type=int, help="jobs at once (default: $CLOUDQ_CONCURRENCY or 10)")
+    worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
+    worker.add_argument("--max-tasks", type=int, help="exit after N jobs")
+    worker.set_defaults(func=cmd_worker)
+
+    enqueue = commands.add_parser("enqueue", help="enqueue one job by task name")
+    enqueue.add_argument("names", nargs="+", metavar="[APP] TASK", help="app (or $CLOUDQ_APP) and task name")
+    enqueue.add_argument("--args", help="JSON array of positional arguments")
+    enqueue.add_argument("--kwargs", help="JSON object of keyword arguments")
+    enqueue.add_argument("--delay", type=float, help="seconds before the job may run")
+    enqueue.add_argument("--queue", help="logical queue (default: the task's)")
+    enqueue.set_defaults(func=cmd_enqueue)
+
+    queues = commands.add_parser("queues", help="queue administration")
+    queue_commands = queues.add_subparsers(dest="queues_command", required=True, metavar="SUBCOMMAND")
+    ensure = queue_commands.add_parser("ensure", help="create every registry queue and its DLQ with a RedrivePolicy")
+    ensure.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
+    ensure.set_defaults(func=cmd_queues_ensure)
+
+    schema = commands.add_parser("schema", help="print the envelope JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+
+    demo = commands.add_parser("demo", help="run the example app on the embedded local broker")
+    demo.add_argument("-n", type=int, default=2000, help="number of jobs (default 2000)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if getattr(ns, "command", None) == "enqueue" and len(ns.names) > 2:
+        print("cloudq enqueue: expected [APP] TASK", file=sys.stderr)
+        return 2
+    try:
+        return int(ns.func(ns))
+    except ConfigurationError as exc:
+        print(f"cloudq: error: {exc}", file=sys.stderr)
+        return 2
+    except CloudQError as exc:
+        print(f"cloudq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Tasks: registered functions that can run inline or be enqueued as jobs.
+
+A :class:`Task` wraps a function; calling it runs the function in-process, and
+``delay``/``adelay``/``map`` enqueue jobs through the app's producer. Options that
+vary per send (delay, queue, FIFO group, dedup id) live in :class:`SendOptions`,
+so ``task.with_options(...)`` is a cheap view, not a copy of the task.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from cloudq.errors import ArgumentsError, ConfigurationError
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+
+__all__ = ["JobRef", "SendOptions", "Task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """What ``delay`` returns: enough to find the job in logs and in the queue."""
+
+    id: str
+    task: str
+    queue: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Per-send options; ``delay`` accepts seconds or a timedelta (beyond 15 minutes: an ETA)."""
+
+    delay: float | timedelta | None = None
+    queue: str | None = None
+    group_id: str | None = None
+    dedup_id: str | None = None
+
+    @property
+    def delay_s(self) -> float:
+        delay = self.delay.total_seconds() if isinstance(self.delay, timedelta) else (self.delay or 0)
+        if delay < 0:
+            raise ConfigurationError(f"delay must be >= 0 seconds, got {delay}")
+        return float(delay)
+
+    def merge(self, **changes: Any) -> SendOptions:
+        unknown = set(changes) - {"delay", "queue", "group_id", "dedup_id"}
+        if unknown:
+            raise ConfigurationError(f"unknown send option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class Task(Generic[P, R]):
+    """A registered function. ``task(...)`` runs it now; ``task.delay(...)`` runs it on a worker."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str | None,
+        max_retries: int | None,
+        timeout: float | None,
+        options: SendOptions | None = None,
+    ) -> None:
+        if max_retries is not None and max_retries < 0:
+            raise ConfigurationError(f"task {name!r}: max_retries must be >= 0")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"task {name!r}: timeout must be > 0 seconds")
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self._queue = queue
+        self._max_retries = max_retries
+        self.timeout = timeout
+        self.options = options or SendOptions()
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def queue(self) -> str:
+        return self.options.queue or self._queue or self.app.settings.default_queue
+
+    @property
+    def max_retries(self) -> int:
+        return self.app.settings.max_retries if self._max_retries is None else self._max_retries
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def bind(self, args: Iterable[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        """Check arguments against the signature; producers fail fast, workers dead-letter."""
+        try:
+            return self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentsError(f"arguments do not fit task {self.name!r}{self.signature}: {exc}") from exc
+
+    def with_options(self, **options: Any) -> Task[P, R]:
+        """A view of this task that sends with other options: ``delay``, ``queue``, ``group_id``, ``dedup_id``."""
+        view = Task.__new__(Task)
+        view.__dict__.update(self.__dict__)
+        view.options = self.options.merge(**options)
+        return view
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
+        """Enqueue one job (boto3 on SQS); arguments are checked against the signature first."""
+        self.bind(args, kwargs)
+        return self.app.producer.send(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options)[0]
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
+        """Enqueue one job without blocking the event loop (aioboto3 on SQS)."""
+        self.bind(args, kwargs)
+        return (await self.app.producer.asend(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options))[0]
+
+    def map(self, items: Iterable[Any]) -> list[JobRef]:
+        """Enqueue one job per item, 10 per SendMessageBatch. An item is a tuple of args,
+        a dict of kwargs, an ``(args, kwargs)`` pair, or a single argument."""
+        return self.app.producer.send(self.name, self.queue, self._calls(items), self.options)
+
+    async def amap(self, items: Iterable[Any]) -> list[JobRef]:
+        return await self.app.producer.asend(self.name, self.queue, self._calls(items), self.options)
+
+    def _calls(self, items: Iterable[Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        calls = [_as_call(item) for item in items]
+        for args, kwargs in calls:
+            self.bind(args, kwargs)
+        return calls
+
+
+def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(item, dict):
+        return (), dict(item)
+    if isinstance(item, (tuple, list)):
+        if len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict):
+            return tuple(item[0]), dict(item[1])
+        return tuple(item), {}
+    return (item,), {}

@@ -1,0 +1,349 @@
+"""The long-polling worker: the ECS container's entry point (``cloudq worker``).
+
+One asyncio loop per process. Each queue has a poller that receives at most as
+many messages as there are free slots (so nothing waits unstarted while holding
+its visibility), async tasks run on the loop and sync tasks on a bounded thread
+pool. Deletes are batched (:class:`AckBatcher`), visibility is extended for long
+jobs by one batched heartbeat, and SIGTERM drains: stop receiving, let running
+jobs finish within the grace period, release the rest at once, flush deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
+from cloudq.errors import BrokerError, BrokerUnavailable
+from cloudq.executor import execute
+from cloudq.retry import Outcome
+from cloudq.settle import dead_letter, reschedule
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.brokers.base import Broker
+    from cloudq.tasks import Task
+
+__all__ = ["AckBatcher", "Worker", "WorkerStats"]
+
+logger = structlog.get_logger("cloudq.worker")
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    received: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    rescheduled: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    queue: str
+    physical: str
+    delivery: Delivery
+    visible_until: float
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    timed_out: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class AckBatcher:
+    """Collects deletes per queue and sends them 10 at a time, or after ``flush_s``."""
+
+    def __init__(self, broker: Broker, flush_s: float) -> None:
+        self._broker = broker
+        self._flush_s = flush_s
+        self._pending: dict[str, list[Delivery]] = defaultdict(list)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def add(self, queue: str, delivery: Delivery) -> None:
+        batch = self._pending[queue]
+        batch.append(delivery)
+        if len(batch) >= SQS_MAX_BATCH:
+            self._flush(queue)
+        elif queue not in self._timers:
+            self._timers[queue] = asyncio.get_running_loop().call_later(self._flush_s, self._flush, queue)
+
+    def _flush(self, queue: str) -> None:
+        timer = self._timers.pop(queue, None)
+        if timer is not None:
+            timer.cancel()
+        batch = self._pending.pop(queue, [])
+        if batch:
+            sending = asyncio.create_task(self._send(queue, batch))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+
+    async def _send(self, queue: str, batch: list[Delivery]) -> None:
+        for attempt in range(1, 6):
+            try:
+                await self._broker.ack(queue, batch)
+                return
+            except BrokerUnavailable as exc:
+                logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            except BrokerError as exc:
+                break
+        logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
+
+    async def drain(self) -> None:
+        for queue in list(self._pending):
+            self._flush(queue)
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+
+class Worker:
+    """Consumes logical ``queues`` of ``app`` until stopped (or drained, with ``burst``)."""
+
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        burst: bool = False,
+        max_tasks: int | None = None,
+        burst_wait_s: float = 1.0,
+    ) -> None:
+        settings = app.settings
+        self.app = app
+        self.queues = list(queues or app.queues())
+        self.concurrency = concurrency or settings.concurrency
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.wait_s = min(settings.wait_time_s, burst_wait_s) if burst else settings.wait_time_s
+        self.visibility_timeout_s = max(1, settings.visibility_timeout_s)
+        self.grace_s = settings.shutdown_grace_s
+        self.stats = WorkerStats()
+        self._free = self.concurrency
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: set[_Job] = set()
+        self._started_jobs = 0
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
+        self._acks = AckBatcher(app.broker, settings.delete_flush_s)
+        self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
+
+    # -- control ----------------------------------------------------------------------------
+    def stop(self, reason: str = "requested") -> None:
+        """Begin a graceful shutdown; safe to call from a signal handler on the loop."""
+        if not self._stopping.is_set():
+            logger.info("worker.stopping", reason=reason, running=len(self._running))
+            self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, sig.name)
+
+    async def run(self) -> WorkerStats:
+        """Run until stopped; returns counts. Raises QueueNotFound at start for a missing queue."""
+        await self._resolve_queues()
+        logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
+        pollers = {asyncio.create_task(self._poll(q), name=f"cloudq-poll-{q}") for q in self.queues}
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._until_stopped_or_drained(pollers)
+        finally:
+            self._stopping.set()
+            for poller in pollers:
+                poller.cancel()
+            await asyncio.gather(*pollers, return_exceptions=True)
+            await self._drain_running()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self._acks.drain()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            logger.info("worker.stopped", **{k: getattr(self.stats, k) for k in ("received", "succeeded", "retried", "dead_lettered")})
+        return self.stats
+
+    async def _until_stopped_or_drained(self, pollers: set[asyncio.Task[None]]) -> None:
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        pending = set(pollers)
+        try:
+            while pending and not self._stopping.is_set():
+                done, pending = await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(stop_wait)
+                for finished in done - {stop_wait}:
+                    finished.result()  # re-raise a poller's fatal error
+        finally:
+            stop_wait.cancel()
+
+    async def _resolve_queues(self) -> None:
+        resolve = getattr(self.app.broker, "aqueue_url", None)
+        if resolve is not None:
+            for queue in self.queues:
+                await resolve(self.app.settings.queue_name(queue))
+
+    # -- receiving --------------------------------------------------------------------------
+    async def _take_slots(self) -> int:
+        while self._free <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        wanted = min(SQS_MAX_BATCH, self._free)
+        if self.max_tasks is not None:
+            wanted = min(wanted, self.max_tasks - self._started_jobs)
+        self._free -= wanted
+        return wanted
+
+    def _release(self, slots: int) -> None:
+        self._free += slots
+        self._slot_freed.set()
+
+    async def _poll(self, queue: str) -> None:
+        physical = self.app.settings.queue_name(queue)
+        failures = 0
+        while not self._stopping.is_set():
+            wanted = await self._take_slots()
+            if wanted <= 0:
+                self._release(wanted)
+                return
+            try:
+                deliveries = await self.app.broker.receive(
+                    physical, max_messages=wanted, wait_s=self.wait_s, visibility_timeout_s=self.visibility_timeout_s
+                )
+                failures = 0
+            except BrokerUnavailable as exc:
+                self._release(wanted)
+                failures += 1
+                logger.warning("worker.broker_unavailable", queue=queue, error=str(exc), failures=failures)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            except BaseException:
+                self._release(wanted)
+                raise
+            self._release(wanted - len(deliveries))
+            if self._stopping.is_set() and deliveries:
+                await self._nack(physical, deliveries)
+                self._release(len(deliveries))
+                return
+            if not deliveries:
+                logger.debug("worker.empty_poll", queue=queue)
+                if self.burst and not self._running:
+                    return
+                continue
+            for delivery in deliveries:
+                self._start(queue, physical, delivery)
+
+    def _start(self, queue: str, physical: str, delivery: Delivery) -> None:
+        self.stats.received += 1
+        self._started_jobs += 1
+        job = _Job(queue, physical, delivery, visible_until=time.monotonic() + self.visibility_timeout_s)
+        self._running.add(job)
+        job.task = asyncio.create_task(self._process(job))
+
+    # -- running ----------------------------------------------------------------------------
+    async def _run_sync(self, call: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def _process(self, job: _Job) -> None:
+        def on_start(task: Task[Any, Any]) -> None:
+            if task.timeout is not None:
+                job.deadline = job.started + task.timeout
+
+        try:
+            outcome = await execute(job.delivery, self.app, job.queue, run_sync=self._run_sync, on_start=on_start)
+            await self._settle(job, outcome)
+        finally:
+            self._running.discard(job)
+            self._release(1)
+            if self.max_tasks is not None and self.stats.processed >= self.max_tasks:
+                self.stop("max_tasks")
+
+    async def _settle(self, job: _Job, outcome: Outcome) -> None:
+        delivery = job.delivery
+        try:
+            if outcome.kind == "retry":
+                self.stats.retried += 1
+                await self.app.broker.change_visibility(job.physical, [delivery], outcome.delay_s)
+                return
+            if outcome.kind == "dead_letter":
+                self.stats.dead_lettered += 1
+                await dead_letter(self.app, job.queue, delivery, outcome.reason)
+            elif outcome.kind == "reschedule":
+                self.stats.rescheduled += 1
+                await reschedule(self.app, job.queue, delivery, outcome.delay_s)
+            else:
+                self.stats.succeeded += 1
+            self._acks.add(job.physical, delivery)
+        except BrokerError as exc:
+            # The message is still in its queue: it comes back after its visibility timeout.
+            logger.error("job.settle_failed", outcome=outcome.kind, error=str(exc), message_id=delivery.message_id)
+
+    async def _nack(self, physical: str, deliveries: Sequence[Delivery]) -> None:
+        """Make messages visible again at once (shutdown): another worker takes them now."""
+        try:
+            await self.app.broker.change_visibility(physical, deliveries, 0)
+        except BrokerError as exc:
+            logger.warning("worker.release_failed", count=len(deliveries), error=str(exc))
+
+    async def _drain_running(self) -> None:
+        jobs = [j.task for j in self._running if j.task is not None]
+        if jobs:
+            await asyncio.wait(jobs, timeout=self.grace_s)
+        leftovers = [j for j in self._running if j.task is not None and not j.task.done()]
+        if not leftovers:
+            return
+        logger.warning("worker.grace_expired", released=len(leftovers))
+        by_queue: dict[str, list[Delivery]] = defaultdict(list)
+        for job in leftovers:
+            assert job.task is not None
+            job.task.cancel()
+            by_queue[job.physical].append(job.delivery)
+        await asyncio.gather(*(j.task for j in leftovers if j.task), return_exceptions=True)
+        for physical, deliveries in by_queue.items():
+            await self._nack(physical, deliveries)
+
+    # -- visibility heartbeat ---------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        vt = self.visibility_timeout_s
+        tick = max(0.2, min(5.0, vt / 4))
+        while True:
+            await asyncio.sleep(tick)
+            self._touch_health_file()
+            now = time.monotonic()
+            due: dict[str, list[_Job]] = defaultdict(list)
+            for job in list(self._running):
+                if job.visible_until - now >= vt / 2:
+                    continue
+                if job.deadline is not None and now >= job.deadline:
+                    if not job.timed_out:
+                        job.timed_out = True
+                        logger.warning("job.timeout", message_id=job.delivery.message_id, queue=job.queue)
+                    continue
+                due[job.physical].append(job)
+            for physical, jobs in due.items():
+                await self._extend(physical, jobs, now + vt)
+
+    async def _extend(self, physical: str, jobs: list[_Job], visible_until: float) -> None:
+        try:
+            await self.app.broker.change_visibility(physical, [j.delivery for j in jobs], self.visibility_timeout_s)
+        except BrokerError as exc:
+            logger.warning("worker.heartbeat_failed", queue=physical, error=str(exc))
+            return
+        for job in jobs:
+            job.visible_until = visible_until
+        logger.debug("worker.visibility_extended", queue=physical, count=len(jobs))
+
+    def _touch_health_file(self) -> None:
+        if self._heartbeat_path is not None:
+            self._heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
+            self._heartbeat_path.write_text(f"{time.time():.3f}\n")
