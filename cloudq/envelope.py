@@ -26,7 +26,9 @@ _KNOWN_KEYS = frozenset({"v", "id", "task", "args", "kwargs", "enqueued_at", "et
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """Now in UTC, at the millisecond precision the wire format carries (so round trips are exact)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def format_time(moment: datetime) -> str:

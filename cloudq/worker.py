@@ -239,6 +239,8 @@ class Worker:
                 logger.debug("worker.empty_poll", queue=queue)
                 if self.burst and not self._running:
                     return
+                if self.wait_s < 1:
+                    await asyncio.sleep(0.01)  # a short poll came back empty: do not spin the loop
                 continue
             for delivery in deliveries:
                 self._start(queue, physical, delivery)

@@ -1,0 +1,159 @@
+"""Task registration and producing on the memory broker."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+import cloudq
+from cloudq.brokers.memory import MemoryBroker
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker()
+
+
+@pytest.fixture
+def app(broker: MemoryBroker) -> cloudq.App:
+    return cloudq.App("shop", settings=cloudq.Settings(broker="memory", queue_prefix="p-"), broker=broker)
+
+
+def test_public_api_is_exactly_all() -> None:
+    """Everything in cloudq.__all__ exists and the contract names are there."""
+    for name in cloudq.__all__:
+        assert hasattr(cloudq, name), name
+    assert {"App", "Settings", "JobRef", "Retry", "Reject"} <= set(cloudq.__all__)
+
+
+def test_task_name_defaults_to_module_and_function(app: cloudq.App) -> None:
+    """@app.task names the task <module>.<function> and a plain call runs inline."""
+
+    @app.task
+    def send_welcome_email(user_email: str) -> str:
+        return user_email.upper()
+
+    assert send_welcome_email.name.endswith(".test_task_name_defaults_to_module_and_function.<locals>.send_welcome_email")
+    assert send_welcome_email("a@b.c") == "A@B.C"
+    assert send_welcome_email.queue == "default"
+
+
+def test_delay_sends_an_envelope_to_the_prefixed_queue(app: cloudq.App, broker: MemoryBroker) -> None:
+    """delay() posts envelope v1 to <prefix><queue> and returns a JobRef."""
+
+    @app.task(name="billing.charge", queue="billing", max_retries=5, timeout=300)
+    async def charge(customer_id: str, cents: int) -> dict:
+        return {}
+
+    ref = charge.delay("c1", 100)
+    assert (ref.task, ref.queue) == ("billing.charge", "billing") and ref.message_id
+    body = json.loads(broker.messages("p-billing")[0])
+    assert body["task"] == "billing.charge" and body["args"] == ["c1", 100] and body["id"] == ref.id
+    assert charge.max_retries == 5 and charge.timeout == 300
+
+
+async def test_adelay_and_amap_use_the_async_path(app: cloudq.App, broker: MemoryBroker) -> None:
+    """adelay/amap enqueue without blocking and return JobRefs."""
+
+    @app.task(name="t")
+    def t(x: int) -> None: ...
+
+    await t.adelay(1)
+    refs = await t.amap([(2,), (3,)])
+    assert len(refs) == 2 and len(broker.messages("p-default")) == 3
+
+
+def test_map_accepts_tuples_dicts_and_pairs(app: cloudq.App, broker: MemoryBroker) -> None:
+    """map() items may be args tuples, kwargs dicts, (args, kwargs) pairs or single values."""
+
+    @app.task(name="t")
+    def t(a: int, b: int = 0) -> None: ...
+
+    refs = t.map([(1,), {"a": 2, "b": 3}, ((4,), {"b": 5}), 6])
+    assert len(refs) == 4
+    bodies = [json.loads(b) for b in broker.messages("p-default")]
+    assert [(b["args"], b["kwargs"]) for b in bodies] == [([1], {}), ([], {"a": 2, "b": 3}), ([4], {"b": 5}), ([6], {})]
+
+
+def test_arguments_are_checked_at_the_producer(app: cloudq.App) -> None:
+    """Arguments that do not bind raise ArgumentsError before anything is sent."""
+
+    @app.task(name="t")
+    def t(a: int) -> None: ...
+
+    with pytest.raises(cloudq.ArgumentsError, match="do not fit task 't'"):
+        t.delay(1, 2)
+
+
+def test_with_options_delay_and_queue(app: cloudq.App, broker: MemoryBroker) -> None:
+    """with_options(delay=timedelta, queue=...) changes only that send."""
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    t.with_options(delay=timedelta(seconds=30), queue="other").delay()
+    assert broker.stats("p-other").delayed == 1
+    assert t.queue == "default"
+
+
+def test_long_delays_become_an_eta(app: cloudq.App, broker: MemoryBroker) -> None:
+    """Delays beyond SQS's 15 minutes are sent with the maximum delay and an envelope eta."""
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    t.with_options(delay=3600).delay()
+    body = json.loads(broker.messages("p-default")[0])
+    assert body["eta"] is not None
+
+
+def test_fifo_options_are_validated(app: cloudq.App) -> None:
+    """group_id needs a FIFO queue; FIFO queues refuse per-job delays."""
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    with pytest.raises(cloudq.ConfigurationError, match="FIFO"):
+        t.with_options(group_id="g").delay()
+    with pytest.raises(cloudq.ConfigurationError, match="FIFO"):
+        t.with_options(queue="orders.fifo", delay=5).delay()
+    assert t.with_options(queue="orders.fifo", group_id="g").delay().queue == "orders.fifo"
+
+
+def test_enqueue_by_name_uses_the_registered_queue_or_the_default(app: cloudq.App, broker: MemoryBroker) -> None:
+    """app.enqueue routes by task name without importing the function."""
+
+    @app.task(name="billing.charge", queue="billing")
+    def charge(customer_id: str, cents: int) -> None: ...
+
+    assert app.enqueue("billing.charge", "c1", 100).queue == "billing"
+    assert app.enqueue("somewhere.else", 1).queue == "default"
+
+
+def test_duplicate_task_names_are_refused(app: cloudq.App) -> None:
+    """Two functions cannot share a task name."""
+
+    @app.task(name="t")
+    def a() -> None: ...
+
+    with pytest.raises(cloudq.ConfigurationError, match="already registered"):
+
+        @app.task(name="t")
+        def b() -> None: ...
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLOUDQ_* variables configure Settings; the default broker is the embedded local one."""
+    monkeypatch.setenv("CLOUDQ_QUEUE_PREFIX", "shop-")
+    monkeypatch.setenv("CLOUDQ_ENDPOINT_URL", "http://127.0.0.1:4566")
+    settings = cloudq.Settings()
+    assert settings.queue_name("billing") == "shop-billing"
+    assert settings.dlq_name("billing") == "shop-billing-dlq"
+    assert settings.dlq_name("orders.fifo") == "shop-orders-dlq.fifo"
+    assert settings.endpoint_url == "http://127.0.0.1:4566"
+    monkeypatch.delenv("CLOUDQ_BROKER", raising=False)
+    assert cloudq.Settings().broker == "local"
