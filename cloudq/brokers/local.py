@@ -1,0 +1,403 @@
+"""The embedded broker: SQS semantics on one SQLite file that several processes share.
+
+Why SQLite: a laptop or a single VM gets a durable queue with no service to run, and a
+web app can produce while workers in other processes consume from the same file.
+
+How it stays correct across processes:
+
+* WAL mode, so readers never block the writer and an idle poll takes no write lock;
+* a receive is one ``BEGIN IMMEDIATE`` transaction that selects candidates and marks them
+  invisible, so two consumers can never take the same message inside its visibility timeout;
+* transactions are short and nothing is held while tasks run: a consumer killed with
+  SIGKILL leaves only invisible rows, which come back when their visibility timeout passes;
+* one connection per thread (and per process), because a sqlite3 connection must not be
+  used by two threads at once, and sync sends may come from worker threads.
+
+Async methods run the sync core through :func:`asyncio.to_thread` so the event loop never
+waits on the disk. Every visibility, delay and dedup decision reads the injectable
+``clock`` (epoch seconds) so tests can jump past a timeout without sleeping. Queues are
+created on first use, as in the memory broker; ``retention_s`` is not enforced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cloudq.brokers.base import Delivery, OutgoingMessage, QueueConfig, QueueStats, is_fifo
+from cloudq.errors import BrokerError, BrokerUnavailable
+
+__all__ = ["LocalBroker"]
+
+Row = tuple[Any, ...]
+
+_BUSY_TIMEOUT_MS = 10_000
+_DEDUP_WINDOW_S = 300.0
+_POLL_MIN_S = 0.02
+_POLL_MAX_S = 0.05
+_DEFAULTS = QueueConfig()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    visibility_timeout_s INTEGER NOT NULL,
+    dlq TEXT,
+    max_receive_count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attributes TEXT,
+    group_id TEXT,
+    dedup_id TEXT,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    sent_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at);
+CREATE TABLE IF NOT EXISTS dedup (
+    queue TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "id, message_id, body, attributes, group_id, receive_count, sent_at"
+_INSERT = (
+    "INSERT INTO messages (queue, message_id, body, attributes, group_id, dedup_id, visible_at, sent_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CREATE_QUEUE = "INSERT OR IGNORE INTO queues (name, visibility_timeout_s, dlq, max_receive_count) VALUES (?, ?, ?, ?)"
+# Standard queues: (visible_at, id) follows the index, so LIMIT stops early without a sort.
+_SELECT_STANDARD = (
+    f"SELECT {_COLUMNS} FROM messages WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3"
+)
+# FIFO queues: send order, skipping every group that has a message in flight.
+_SELECT_FIFO = f"""
+SELECT {_COLUMNS} FROM messages
+WHERE queue = ?1 AND visible_at <= ?2 AND COALESCE(group_id, '') NOT IN (
+    SELECT COALESCE(group_id, '') FROM messages WHERE queue = ?1 AND visible_at > ?2 AND receive_count > 0
+)
+ORDER BY id LIMIT ?3
+"""
+_MARK_RECEIVED = "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?, receipt = ? WHERE id = ?"
+_STATS = """
+SELECT (SELECT COUNT(*) FROM queues WHERE name = ?1),
+       COALESCE(SUM(visible_at <= ?2), 0),
+       COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0),
+       COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0)
+FROM messages WHERE queue = ?1
+"""
+
+
+class LocalBroker:
+    """A broker on the SQLite file at ``path``; ``clock`` returns epoch seconds."""
+
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._generation = 0
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with _translated():
+            db = self._db()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    # -- producer ---------------------------------------------------------------------------
+    def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Send messages in order in one transaction, returning their message ids."""
+        if not messages:
+            return []
+        with self._write() as db:
+            now = self.clock()
+            _create_queue(db, queue)
+            if is_fifo(queue):
+                ids, rows = _fifo_rows(db, queue, messages, now)
+            else:
+                ids, rows = _standard_rows(queue, messages, now)
+            db.executemany(_INSERT, rows)
+        return ids
+
+    async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
+        return await asyncio.to_thread(self.send, queue, messages)
+
+    # -- consumer ---------------------------------------------------------------------------
+    async def receive(
+        self, queue: str, *, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
+    ) -> list[Delivery]:
+        """Long-poll: retry with a short, growing pause until something is visible or ``wait_s`` passes."""
+        deadline = time.monotonic() + wait_s
+        pause_s = _POLL_MIN_S
+        while True:
+            got = await asyncio.to_thread(self.receive_now, queue, max_messages, visibility_timeout_s)
+            remaining_s = deadline - time.monotonic()
+            if got or remaining_s <= 0:
+                return got
+            await asyncio.sleep(min(pause_s, remaining_s))
+            pause_s = min(pause_s * 1.5, _POLL_MAX_S)
+
+    def receive_now(self, queue: str, max_messages: int, visibility_timeout_s: int | None = None) -> list[Delivery]:
+        """One receive without waiting: the sync core of :meth:`receive`."""
+        if max_messages <= 0 or not self._any_visible(queue):
+            return []
+        with self._write() as db:
+            now = self.clock()
+            config = _queue_config(db, queue)
+            timeout_s = config.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
+            rows = _candidates(db, queue, config, max_messages, now)
+            receipts = [f"{row[0]}:{uuid.uuid4().hex}" for row in rows]
+            db.executemany(_MARK_RECEIVED, [(now + timeout_s, r, row[0]) for row, r in zip(rows, receipts)])
+        return [_delivery(queue, row, receipt, row[5] + 1) for row, receipt in zip(rows, receipts)]
+
+    def _any_visible(self, queue: str) -> bool:
+        """A read-only check first, so idle polls never contend for the write lock."""
+        sql = "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1"
+        return bool(self._read(sql, (queue, self.clock())))
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        await asyncio.to_thread(self._ack, queue, deliveries)
+
+    def _ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        keys = _receipt_keys(queue, deliveries)
+        if keys:
+            with self._write() as db:
+                db.executemany("DELETE FROM messages WHERE id = ? AND queue = ? AND receipt = ?", keys)
+
+    async def change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
+        await asyncio.to_thread(self._change_visibility, queue, deliveries, timeout_s)
+
+    def _change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
+        keys = _receipt_keys(queue, deliveries)
+        if keys:
+            with self._write() as db:
+                visible_at = self.clock() + timeout_s
+                sql = "UPDATE messages SET visible_at = ? WHERE id = ? AND queue = ? AND receipt = ?"
+                db.executemany(sql, [(visible_at, *key) for key in keys])
+
+    # -- admin ------------------------------------------------------------------------------
+    def ensure_queue(self, queue: str, config: QueueConfig) -> None:
+        """Create or update the queue's settings, and create its dead-letter queue if missing."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO queues (name, visibility_timeout_s, dlq, max_receive_count) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET visibility_timeout_s = excluded.visibility_timeout_s,"
+                " dlq = excluded.dlq, max_receive_count = excluded.max_receive_count",
+                (queue, config.visibility_timeout_s, config.dead_letter_queue, config.max_receive_count),
+            )
+            if config.dead_letter_queue:
+                _create_queue(db, config.dead_letter_queue)
+
+    def stats(self, queue: str) -> QueueStats:
+        exists, visible, in_flight, delayed = self._read(_STATS, (queue, self.clock()))[0]
+        return QueueStats(queue, bool(exists), visible, in_flight, delayed)
+
+    def list_queues(self) -> list[str]:
+        return [name for (name,) in self._read("SELECT name FROM queues ORDER BY name", ())]
+
+    def peek(self, queue: str, n: int = 10) -> list[Delivery]:
+        """Up to ``n`` messages in send order, in flight or not, changing nothing.
+
+        For the ops CLI: looking into a dead-letter queue must not bump receive counts or hide
+        messages from workers. The receipt is empty, so acking a peeked message does nothing.
+        """
+        rows = self._read(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? ORDER BY id LIMIT ?", (queue, n))
+        return [_delivery(queue, row, "", row[5]) for row in rows]
+
+    def move_messages(self, source: str, destination: str, max_messages: int | None = None) -> int:
+        """Move visible messages (oldest first) to ``destination`` with receive counts reset.
+
+        This is the DLQ redrive of SQS's message move task: the moved jobs get a full set of
+        attempts again. In-flight messages stay, since a consumer may still ack them.
+        """
+        with self._write() as db:
+            now = self.clock()
+            _create_queue(db, destination)
+            cursor = db.execute(
+                "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL"
+                " WHERE id IN (SELECT id FROM messages WHERE queue = ?3 AND visible_at <= ?2 ORDER BY id LIMIT ?4)",
+                (destination, now, source, -1 if max_messages is None else max_messages),
+            )
+            return cursor.rowcount
+
+    def purge(self, queue: str) -> int:
+        """Delete every message in ``queue``, in flight or not (as SQS's PurgeQueue); returns how many."""
+        with self._write() as db:
+            return db.execute("DELETE FROM messages WHERE queue = ?", (queue,)).rowcount
+
+    def close(self) -> None:
+        """Close every thread's connection; a later call opens fresh ones."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+        for db in connections:
+            db.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- connections and transactions -------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection; a forked child or a closed broker gets a new one."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation or local.pid != os.getpid():
+            local.db = self._connect()
+            local.generation, local.pid = self._generation, os.getpid()
+        return local.db
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False only so close() may run on another thread; each connection
+        # is used by the one thread that opened it. The statement cache keeps statements prepared.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction; IMMEDIATE takes the write lock up front, so no upgrade deadlocks."""
+        with _translated():
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # never leave the thread's connection inside a transaction
+                    db.rollback()
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        with _translated():
+            return self._db().execute(sql, params).fetchall()
+
+
+# -- pure helpers and single statements, shared by the methods above ----------------------------
+@contextmanager
+def _translated() -> Iterator[None]:
+    """SQLite errors become cloudq's broker errors where they enter the library."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise BrokerUnavailable(f"local broker is busy: {text}") from exc
+        raise BrokerError(f"local broker failed: {text}") from exc
+    except sqlite3.Error as exc:
+        raise BrokerError(f"local broker failed: {exc}") from exc
+
+
+def _create_queue(db: sqlite3.Connection, queue: str) -> None:
+    """Queues are created on first use with default settings, as in the memory broker."""
+    db.execute(_CREATE_QUEUE, (queue, _DEFAULTS.visibility_timeout_s, None, _DEFAULTS.max_receive_count))
+
+
+def _queue_config(db: sqlite3.Connection, queue: str) -> QueueConfig:
+    sql = "SELECT visibility_timeout_s, dlq, max_receive_count FROM queues WHERE name = ?"
+    row = db.execute(sql, (queue,)).fetchone()
+    if row is None:
+        _create_queue(db, queue)
+        return _DEFAULTS
+    return QueueConfig(visibility_timeout_s=row[0], dead_letter_queue=row[1], max_receive_count=row[2])
+
+
+def _candidates(db: sqlite3.Connection, queue: str, config: QueueConfig, max_messages: int, now: float) -> list[Row]:
+    """Messages to deliver; those a receive would take past ``max_receive_count`` go to the DLQ.
+
+    Redriven rows leave the queue, so each pass either returns or shrinks the problem.
+    """
+    sql = _SELECT_FIFO if is_fifo(queue) else _SELECT_STANDARD
+    dlq = config.dead_letter_queue
+    while True:
+        rows = db.execute(sql, (queue, now, max_messages)).fetchall()
+        spent = [row for row in rows if row[5] >= config.max_receive_count] if dlq else []
+        if not dlq or not spent:
+            return rows
+        _create_queue(db, dlq)
+        db.executemany(
+            "UPDATE messages SET queue = ?, visible_at = ?, receipt = NULL WHERE id = ?",
+            [(dlq, now, row[0]) for row in spent],
+        )
+
+
+def _row(queue: str, m: OutgoingMessage, now: float) -> tuple[str, Row]:
+    message_id = str(uuid.uuid4())
+    attributes = json.dumps(dict(m.attributes)) if m.attributes else None
+    return message_id, (queue, message_id, m.body, attributes, m.group_id, m.dedup_id, now + m.delay_s, now)
+
+
+def _standard_rows(queue: str, messages: Sequence[OutgoingMessage], now: float) -> tuple[list[str], list[Row]]:
+    pairs = [_row(queue, m, now) for m in messages]
+    return [message_id for message_id, _ in pairs], [row for _, row in pairs]
+
+
+def _fifo_rows(
+    db: sqlite3.Connection, queue: str, messages: Sequence[OutgoingMessage], now: float
+) -> tuple[list[str], list[Row]]:
+    """A dedup id seen in the last 5 minutes returns the original message id and enqueues nothing."""
+    db.execute("DELETE FROM dedup WHERE queue = ? AND sent_at <= ?", (queue, now - _DEDUP_WINDOW_S))
+    ids: list[str] = []
+    rows: list[Row] = []
+    fresh: dict[str, str] = {}
+    for m in messages:
+        original = _seen_dedup(db, queue, m.dedup_id, fresh) if m.dedup_id else None
+        if original:
+            ids.append(original)
+            continue
+        message_id, row = _row(queue, m, now)
+        ids.append(message_id)
+        rows.append(row)
+        if m.dedup_id:
+            fresh[m.dedup_id] = message_id
+    db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)", [(queue, k, v, now) for k, v in fresh.items()])
+    return ids, rows
+
+
+def _seen_dedup(db: sqlite3.Connection, queue: str, dedup_id: str, fresh: dict[str, str]) -> str | None:
+    if dedup_id in fresh:
+        return fresh[dedup_id]
+    row = db.execute("SELECT message_id FROM dedup WHERE queue = ? AND dedup_id = ?", (queue, dedup_id)).fetchone()
+    return row[0] if row else None
+
+
+def _receipt_keys(queue: str, deliveries: Sequence[Delivery]) -> list[tuple[int, str, str]]:
+    """(row id, queue, receipt) for each well-formed receipt; the row id makes the lookup a PK hit."""
+    keys = []
+    for d in deliveries:
+        row_id, sep, _ = d.receipt.partition(":")
+        if sep and row_id.isdigit():
+            keys.append((int(row_id), queue, d.receipt))
+    return keys
+
+
+def _delivery(queue: str, row: Row, receipt: str, receive_count: int) -> Delivery:
+    _, message_id, body, attributes, group_id, _, sent_at = row
+    return Delivery(
+        queue=queue,
+        message_id=message_id,
+        receipt=receipt,
+        body=body,
+        receive_count=receive_count,
+        attributes=json.loads(attributes) if attributes else {},
+        sent_at=datetime.fromtimestamp(sent_at, timezone.utc),
+        group_id=group_id,
+    )

@@ -1,0 +1,245 @@
+"""The broker contract: SQS semantics that every broker must honour, one suite for all.
+
+Time-based cases go through ``advance`` (a fake clock in process, a real sleep on SQS),
+and timeouts stay at 1-2 seconds so the suite stays fast against a real service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+
+from cloudq.brokers.base import Broker, Delivery, OutgoingMessage, QueueConfig
+
+pytestmark = pytest.mark.unit
+
+Advance = Callable[[float], None]
+
+
+async def receive_n(broker: Broker, queue: str, n: int, **options: int) -> list[Delivery]:
+    """Receive until ``n`` deliveries arrive or a long poll comes back empty."""
+    got: list[Delivery] = []
+    while len(got) < n:
+        batch = await broker.receive(queue, max_messages=min(10, n - len(got)), wait_s=1, **options)
+        if not batch:
+            break
+        got.extend(batch)
+    return got
+
+
+async def receive_none(broker: Broker, queue: str) -> list[Delivery]:
+    return await broker.receive(queue, max_messages=10, wait_s=0)
+
+
+def fifo(body: str, group: str) -> OutgoingMessage:
+    return OutgoingMessage(body, group_id=group, dedup_id=body)
+
+
+async def test_roundtrip_keeps_body_attributes_and_id(broker: Broker, queue: str) -> None:
+    """A sent message comes back once with its body, attributes and id, and ack deletes it."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+    [message_id] = broker.send(queue, [OutgoingMessage("hello", attributes={"task": "add", "job_id": "j1"})])
+
+    [delivery] = await receive_n(broker, queue, 1)
+    assert (delivery.message_id, delivery.body, delivery.receive_count) == (message_id, "hello", 1)
+    assert delivery.attributes == {"task": "add", "job_id": "j1"}
+    assert isinstance(delivery.sent_at, datetime)
+    await broker.ack(queue, [delivery])
+
+    stats = broker.stats(queue)
+    assert (stats.visible, stats.in_flight, stats.delayed) == (0, 0, 0)
+
+
+async def test_asend_matches_send(broker: Broker, queue: str) -> None:
+    """The async producer sends like the sync one."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+    ids = await broker.asend(queue, [OutgoingMessage("a"), OutgoingMessage("b")])
+    got = await receive_n(broker, queue, 2)
+    assert sorted(d.message_id for d in got) == sorted(ids)
+
+
+async def test_receive_count_grows_after_visibility_expires(broker: Broker, queue: str, advance: Advance) -> None:
+    """An unacked message is hidden for the visibility timeout, then comes back with a new receipt."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=1))
+    broker.send(queue, [OutgoingMessage("job")])
+
+    [first] = await receive_n(broker, queue, 1)
+    assert await receive_none(broker, queue) == []
+    advance(1.5)
+    [second] = await receive_n(broker, queue, 1)
+    assert (first.receive_count, second.receive_count) == (1, 2)
+    assert first.message_id == second.message_id and first.receipt != second.receipt
+
+
+async def test_stale_receipt_is_ignored(broker: Broker, queue: str, advance: Advance) -> None:
+    """Ack or visibility change with a receipt from an earlier receive does nothing."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=1))
+    broker.send(queue, [OutgoingMessage("job")])
+    [stale] = await receive_n(broker, queue, 1)
+    advance(1.5)
+    [current] = await receive_n(broker, queue, 1)
+
+    await broker.ack(queue, [stale])
+    await broker.change_visibility(queue, [stale], 0)
+    assert broker.stats(queue).in_flight == 1
+    assert await receive_none(broker, queue) == []
+
+    await broker.ack(queue, [current])
+    assert broker.stats(queue).in_flight == 0
+
+
+async def test_change_visibility_zero_makes_visible_at_once(broker: Broker, queue: str) -> None:
+    """change_visibility(0) hands the message back without waiting for the timeout."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+    broker.send(queue, [OutgoingMessage("job")])
+    [first] = await receive_n(broker, queue, 1)
+
+    await broker.change_visibility(queue, [first], 0)
+    [again] = await receive_n(broker, queue, 1)
+    assert again.receive_count == 2
+
+
+async def test_receive_overrides_visibility_timeout(broker: Broker, queue: str, advance: Advance) -> None:
+    """A per-receive visibility timeout replaces the queue's."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=30))
+    broker.send(queue, [OutgoingMessage("job")])
+    await receive_n(broker, queue, 1, visibility_timeout_s=1)
+    advance(1.5)
+    [again] = await receive_n(broker, queue, 1)
+    assert again.receive_count == 2
+
+
+async def test_delay_hides_message_until_due(broker: Broker, queue: str, advance: Advance) -> None:
+    """delay_s keeps a message invisible (and counted as delayed) until the delay passes."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+    broker.send(queue, [OutgoingMessage("later", delay_s=2)])
+
+    assert await receive_none(broker, queue) == []
+    assert broker.stats(queue).delayed == 1
+    advance(2.5)
+    [delivery] = await receive_n(broker, queue, 1)
+    assert delivery.body == "later"
+
+
+async def test_redrive_to_dead_letter_queue(broker: Broker, queue: str, advance: Advance) -> None:
+    """After max_receive_count receives the next receive moves the message, attributes and all, to the DLQ."""
+    dlq = f"{queue}-dlq"
+    broker.ensure_queue(dlq, QueueConfig(visibility_timeout_s=2))
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=1, dead_letter_queue=dlq, max_receive_count=2))
+    [message_id] = broker.send(queue, [OutgoingMessage("poison", attributes={"task": "boom"})])
+
+    for _ in range(2):
+        assert len(await receive_n(broker, queue, 1)) == 1
+        advance(1.5)
+    assert await receive_none(broker, queue) == []
+
+    [dead] = await receive_n(broker, dlq, 1)
+    assert (dead.message_id, dead.body, dead.attributes) == (message_id, "poison", {"task": "boom"})
+
+
+async def test_fifo_group_order_and_blocking(broker: Broker, fifo_queue: str) -> None:
+    """A FIFO group delivers in order and nothing more of a group while one of its messages is in flight."""
+    broker.ensure_queue(fifo_queue, QueueConfig(visibility_timeout_s=2))
+    broker.send(fifo_queue, [fifo("a1", "a"), fifo("a2", "a"), fifo("b1", "b"), fifo("a3", "a")])
+
+    [a1] = await broker.receive(fifo_queue, max_messages=1, wait_s=1)
+    assert a1.body == "a1"
+    assert [d.body for d in await broker.receive(fifo_queue, max_messages=10, wait_s=1)] == ["b1"]
+
+    await broker.ack(fifo_queue, [a1])
+    rest = await receive_n(broker, fifo_queue, 2)
+    assert [d.body for d in rest] == ["a2", "a3"]
+
+
+async def test_fifo_dedup_returns_original_id(broker: Broker, fifo_queue: str) -> None:
+    """A repeated dedup id inside the window returns the first message id and enqueues nothing."""
+    broker.ensure_queue(fifo_queue, QueueConfig(visibility_timeout_s=2))
+    [first] = broker.send(fifo_queue, [OutgoingMessage("one", group_id="g", dedup_id="d1")])
+    [again] = broker.send(fifo_queue, [OutgoingMessage("two", group_id="g", dedup_id="d1")])
+
+    assert again == first
+    got = await broker.receive(fifo_queue, max_messages=10, wait_s=1)
+    assert [d.body for d in got] == ["one"]
+    assert await receive_none(broker, fifo_queue) == []
+
+
+async def test_stats_counts(broker: Broker, queue: str) -> None:
+    """stats splits messages into visible, in flight and delayed; unknown queues do not exist."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+    broker.send(queue, [OutgoingMessage(str(i)) for i in range(3)] + [OutgoingMessage("d", delay_s=2)])
+    await broker.receive(queue, max_messages=1, wait_s=1)
+
+    stats = broker.stats(queue)
+    assert (stats.exists, stats.visible, stats.in_flight, stats.delayed) == (True, 2, 1, 1)
+    assert broker.stats(f"{queue}-missing").exists is False
+
+
+async def test_batch_of_25(broker: Broker, queue: str) -> None:
+    """Any number of messages can be sent at once; all arrive once and ack empties the queue."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+    ids = broker.send(queue, [OutgoingMessage(f"m{i}") for i in range(25)])
+    assert len(set(ids)) == 25
+
+    got = await receive_n(broker, queue, 25)
+    assert sorted(d.body for d in got) == sorted(f"m{i}" for i in range(25))
+    await broker.ack(queue, got)
+    assert broker.stats(queue).visible == broker.stats(queue).in_flight == 0
+
+
+async def test_long_poll_returns_message_sent_during_wait(broker: Broker, queue: str) -> None:
+    """A receive waiting on an empty queue returns as soon as a message arrives."""
+    broker.ensure_queue(queue, QueueConfig(visibility_timeout_s=2))
+
+    async def send_soon() -> None:
+        await asyncio.sleep(0.1)
+        await broker.asend(queue, [OutgoingMessage("late")])
+
+    sender = asyncio.create_task(send_soon())
+    got = await broker.receive(queue, max_messages=10, wait_s=5)
+    await sender
+    assert [d.body for d in got] == ["late"]
+
+
+# -- ops helpers, for brokers that offer them (the local broker) --------------------------------
+@pytest.fixture
+def ops_broker(broker: Broker) -> Broker:
+    if not hasattr(broker, "move_messages"):
+        pytest.skip("this broker has no ops helpers")
+    return broker
+
+
+async def test_peek_changes_nothing(ops_broker: Broker, queue: str) -> None:
+    """peek shows messages without receiving them, and its empty receipt cannot ack."""
+    ops_broker.send(queue, [OutgoingMessage("a", attributes={"k": "v"}), OutgoingMessage("b")])
+    peeked = ops_broker.peek(queue, 10)  # type: ignore[attr-defined]
+    assert [(d.body, d.receive_count) for d in peeked] == [("a", 0), ("b", 0)]
+    assert peeked[0].attributes == {"k": "v"}
+
+    await ops_broker.ack(queue, peeked)
+    assert ops_broker.stats(queue).visible == 2
+
+
+async def test_move_messages_resets_receive_counts(ops_broker: Broker, queue: str) -> None:
+    """Moving messages back from a DLQ gives them a fresh receive count; max_messages caps the move."""
+    dlq = f"{queue}-dlq"
+    ops_broker.send(dlq, [OutgoingMessage(str(i)) for i in range(3)])
+    await receive_n(ops_broker, dlq, 3, visibility_timeout_s=0)
+
+    assert ops_broker.move_messages(dlq, queue, max_messages=2) == 2  # type: ignore[attr-defined]
+    assert ops_broker.move_messages(dlq, queue) == 1  # type: ignore[attr-defined]
+    got = await receive_n(ops_broker, queue, 3)
+    assert sorted(d.body for d in got) == ["0", "1", "2"]
+    assert {d.receive_count for d in got} == {1}
+
+
+async def test_purge_and_list_queues(ops_broker: Broker, queue: str) -> None:
+    """purge deletes everything, in flight included; list_queues names every known queue."""
+    ops_broker.send(queue, [OutgoingMessage(str(i)) for i in range(4)])
+    await ops_broker.receive(queue, max_messages=1, wait_s=0)
+
+    assert queue in ops_broker.list_queues()  # type: ignore[attr-defined]
+    assert ops_broker.purge(queue) == 4  # type: ignore[attr-defined]
+    assert ops_broker.stats(queue).in_flight == ops_broker.stats(queue).visible == 0
