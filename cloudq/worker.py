@@ -198,7 +198,10 @@ class Worker:
         while self._free <= 0:
             self._slot_freed.clear()
             await self._slot_freed.wait()
-        wanted = min(SQS_MAX_BATCH, self._free)
+        # Each poller reserves at most its fair share while it long-polls, so one idle queue cannot
+        # hold every slot while another queue's messages wait.
+        share = max(1, -(-self.concurrency // len(self.queues)))
+        wanted = min(SQS_MAX_BATCH, self._free, share)
         if self.max_tasks is not None:
             wanted = min(wanted, self.max_tasks - self._started_jobs)
         self._free -= wanted

@@ -48,6 +48,8 @@ _STATS_ATTRIBUTES = [
 def _translate(exc: BaseException, queue: str) -> BrokerError:
     if isinstance(exc, botocore.exceptions.ClientError):
         return rq.translate_client_error(exc, queue)
+    if not isinstance(exc, _CONNECTION_ERRORS):  # e.g. NoCredentialsError: retrying cannot help
+        return BrokerError(f"SQS call for queue {queue!r} failed: {type(exc).__name__}: {exc}")
     return BrokerUnavailable(f"SQS endpoint unreachable for queue {queue!r}: {type(exc).__name__}: {exc}")
 
 
@@ -55,7 +57,7 @@ def _retry_policy(stop_after_s: float) -> dict[str, Any]:
     return {
         "retry": tenacity.retry_if_exception_type(BrokerUnavailable),
         "stop": tenacity.stop_after_delay(stop_after_s),
-        "wait": tenacity.wait_exponential_jitter(initial=0.2, max=5),
+        "wait": tenacity.wait_exponential(multiplier=0.2, max=5) + tenacity.wait_random(0, 0.2),
         "reraise": True,
     }
 
