@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from cloudq.errors import CloudQError, ConfigurationError
+from cloudq.errors import ArgumentsError, CloudQError, ConfigurationError
 
 __all__ = ["load_app", "main"]
 
@@ -106,6 +106,23 @@ def cmd_queues_ensure(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lambda_local(ns: argparse.Namespace) -> int:
+    from cloudq.lambda_local import EventSourceMapping
+
+    app = load_app(ns.app)
+    mapping = EventSourceMapping(
+        app,
+        ns.queue or None,
+        batch_size=ns.batch_size,
+        batching_window_s=ns.batching_window,
+        timeout_s=ns.timeout,
+        burst=ns.burst,
+        max_batches=ns.max_batches,
+    )
+    print(json.dumps(mapping.run().as_dict()))
+    return 0
+
+
 def cmd_schema(ns: argparse.Namespace) -> int:
     from cloudq.envelope import envelope_schema
 
@@ -146,11 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
     ensure.set_defaults(func=cmd_queues_ensure)
 
+    local = commands.add_parser("lambda-local", help="emulate Lambda's SQS event source mapping against the app's queues")
+    local.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
+    local.add_argument("-q", "--queue", action="append", help="logical queue (repeatable; default: every registry queue)")
+    local.add_argument("--batch-size", type=int, default=10, help="records per invocation, like BatchSize (default 10)")
+    local.add_argument("--batching-window", type=float, default=0, help="seconds to gather a batch (MaximumBatchingWindowInSeconds)")
+    local.add_argument("--max-batches", type=int, help="exit after N invocations")
+    local.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    local.add_argument("--timeout", type=float, default=30, help="function timeout in seconds the context counts down (default 30)")
+    local.set_defaults(func=cmd_lambda_local)
+
     schema = commands.add_parser("schema", help="print the envelope JSON Schema")
     schema.set_defaults(func=cmd_schema)
 
     demo = commands.add_parser("demo", help="run the example app on the embedded local broker")
-    demo.add_argument("-n", type=int, default=2000, help="number of jobs (default 2000)")
+    demo.add_argument("-n", type=int, default=5000, help="number of jobs (default 5000, a few seconds)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -160,9 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(ns, "command", None) == "enqueue" and len(ns.names) > 2:
         print("cloudq enqueue: expected [APP] TASK", file=sys.stderr)
         return 2
+    if ns.command != "worker":  # commands that print results keep stdout for them
+        from cloudq.logs import configure_logging
+
+        configure_logging(os.environ.get("CLOUDQ_LOG_FORMAT", "auto"), os.environ.get("CLOUDQ_LOG_LEVEL", "WARNING"), stream=sys.stderr)  # type: ignore[arg-type]
     try:
         return int(ns.func(ns))
-    except ConfigurationError as exc:
+    except (ConfigurationError, ArgumentsError) as exc:
         print(f"cloudq: error: {exc}", file=sys.stderr)
         return 2
     except CloudQError as exc:

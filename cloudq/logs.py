@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
 __all__ = ["configure_logging"]
 
 
-def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO") -> None:
-    """Route structlog (and stdlib logging, for botocore) to stdout in one format."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO", *, stream: TextIO | None = None) -> None:
+    """Route structlog (and stdlib logging, for botocore) to ``stream`` (stdout) in one format."""
+    stream = stream or sys.stdout
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -35,7 +36,7 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

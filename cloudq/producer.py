@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from cloudq.brokers.base import SQS_MAX_DELAY_S, OutgoingMessage, is_fifo
 from cloudq.envelope import Envelope, utcnow
 from cloudq.errors import ConfigurationError
@@ -23,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Producer", "outgoing"]
 
-logger = structlog.get_logger(__name__)
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
 
@@ -59,10 +56,9 @@ class Producer:
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str]) -> list[JobRef]:
-        refs = [JobRef(e.id, task, queue, mid) for e, mid in zip(envelopes, message_ids)]
-        for ref in refs:
-            logger.debug("job.enqueued", job_id=ref.id, task=task, queue=queue, message_id=ref.message_id)
-        return refs
+        # No log line per job here: this is a web request's hot path, and structlog's unconfigured
+        # default would print it to the host application's stdout.
+        return [JobRef(e.id, task, queue, mid) for e, mid in zip(envelopes, message_ids)]
 
     def send(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> list[JobRef]:
         queue, envelopes, messages = self._build(task, queue, calls, options)
