@@ -210,7 +210,6 @@ def _next_steps() -> Text:
     return Text.assemble(
         "The same app on SQS (LocalStack on :4566) takes two environment variables:\n",
         (f"  export {SQS_ENV}\n", "bold"),
-        "  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test   # any credentials do for LocalStack\n",
         f"  cloudq queues ensure {APP_SPEC}   # once: the queues and their DLQs\n",
         f"  cloudq worker {APP_SPEC}",
     )

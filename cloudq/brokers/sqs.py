@@ -14,6 +14,7 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 import botocore.config
@@ -85,10 +86,19 @@ class SqsBroker:
             read_timeout=30,  # above the 20 s long poll
         )
 
+    def _credentials(self) -> dict[str, str]:
+        """Dummy credentials for a LocalStack on this machine when none are configured: LocalStack
+        accepts any, and a newcomer should not need an AWS account to try cloudq. Never for AWS."""
+        host = urlparse(self._endpoint_url or "").hostname or ""
+        local = host in ("127.0.0.1", "localhost", "::1", "localstack") or host.endswith(".localstack.cloud")
+        if local and boto3.session.Session().get_credentials() is None:
+            return {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        return {}
+
     def _sync_client(self) -> Any:
         if self._client is None:
             session = boto3.session.Session(region_name=self._region)
-            self._client = session.client("sqs", endpoint_url=self._endpoint_url, config=self._config())
+            self._client = session.client("sqs", endpoint_url=self._endpoint_url, config=self._config(), **self._credentials())
         return self._client
 
     async def _async_client(self) -> Any:
@@ -98,7 +108,7 @@ class SqsBroker:
             self._astack = contextlib.AsyncExitStack()
             session = aioboto3.Session(region_name=self._region)
             self._aclient = await self._astack.enter_async_context(
-                session.client("sqs", endpoint_url=self._endpoint_url, config=self._config())
+                session.client("sqs", endpoint_url=self._endpoint_url, config=self._config(), **self._credentials())
             )
         return self._aclient
 
