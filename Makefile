@@ -1,0 +1,67 @@
+# cloudq developer entry points. The logic lives in scripts/ and localstack/run.sh: each recipe line is a
+# separate shell, which is no place for traps that must stop LocalStack whatever happens.
+#
+# Variables (command line or environment):
+#   PYTHON=python3            interpreter for .venv (any >= 3.10)
+#   PYTEST_ARGS='-k fifo -x'  extra pytest arguments for the test targets
+#   BENCH_ARGS=...            extra arguments for `python -m bench`
+#   CLOUDQ_TEST_ENDPOINT=http://127.0.0.1:4566   test against that LocalStack instead of starting one
+#   LOCALSTACK_TEST_PORT=4567  LOCALSTACK_BENCH_PORT=4568  LOCALSTACK_PORT=4566 (localstack-up/down)
+
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+# The stamp makes `venv` a no-op until pyproject.toml changes (the install is editable, so code changes
+# need no reinstall).
+VENV_STAMP := $(VENV)/.cloudq-installed
+
+LOCALSTACK_TEST_PORT ?= 4567
+LOCALSTACK_BENCH_PORT ?= 4568
+LOCALSTACK_PORT ?= 4566
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+# Exported rather than pasted into the command line, so that quotes inside them survive intact.
+export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
+
+.PHONY: help venv demo test test-unit test-integration bench localstack-up localstack-down localstack-status
+
+help:
+	@echo "make venv              create .venv and pip install -e '.[dev,bench]'"
+	@echo "make demo              run 'cloudq demo'"
+	@echo "make test              all tests, against a LocalStack started on port $(LOCALSTACK_TEST_PORT) and stopped after"
+	@echo "make test-unit         unit tests only (no LocalStack)"
+	@echo "make test-integration  integration tests only, with LocalStack like 'make test'"
+	@echo "make bench             benchmarks, against a LocalStack on port $(LOCALSTACK_BENCH_PORT)"
+	@echo "make localstack-up     start LocalStack on port $(LOCALSTACK_PORT) for development (localstack-down stops it)"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "cloudq needs Python >= 3.10; try make PYTHON=python3.11")'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/cloudq demo
+
+test: venv
+	bash scripts/test.sh
+
+test-unit: venv
+	$(VENV)/bin/python -m pytest -q -m unit $(PYTEST_ARGS)
+
+test-integration: venv
+	bash scripts/test.sh -m integration
+
+bench: venv
+	bash scripts/bench.sh
+
+localstack-up:
+	bash localstack/run.sh start $(LOCALSTACK_PORT)
+
+localstack-down:
+	bash localstack/run.sh stop $(LOCALSTACK_PORT)
+
+localstack-status:
+	bash localstack/run.sh status $(LOCALSTACK_PORT)

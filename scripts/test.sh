@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run pytest against a LocalStack of its own (what `make test` and `make test-integration` call).
+#
+#   scripts/test.sh [PYTEST ARGS...]
+#
+# Environment:
+#   CLOUDQ_TEST_ENDPOINT   use this LocalStack instead of starting one (e.g. http://127.0.0.1:4566)
+#   LOCALSTACK_TEST_PORT   port for the LocalStack started here (default 4567, so a developer's 4566 is
+#                          left alone)
+#   PYTEST_ARGS            extra pytest arguments, shell-quoted: PYTEST_ARGS='-k "fifo and not slow" -x'
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=.venv/bin/python
+if [ ! -x "$PY" ]; then
+    echo "test.sh: $PY not found; run 'make venv' (or 'make test') first" >&2
+    exit 1
+fi
+
+extra=()
+if [ -n "${PYTEST_ARGS:-}" ]; then
+    # eval so that quotes inside PYTEST_ARGS group words as they would on a command line.
+    eval "extra=($PYTEST_ARGS)"
+fi
+
+# ${extra[@]+...}: bash 3.2 (macOS) treats an empty array as unset under set -u.
+exec bash scripts/with_localstack.sh CLOUDQ_TEST_ENDPOINT "${LOCALSTACK_TEST_PORT:-4567}" \
+    "$PY" -m pytest -q "$@" ${extra[@]+"${extra[@]}"}

@@ -1,0 +1,93 @@
+"""Shared test plumbing: the LocalStack endpoint, unique resource names, markers by directory.
+
+cloudq-specific fixtures belong in tests/<kind>/conftest.py, not here.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+# boto3 needs credentials and a region even for LocalStack (which accepts anything); set them before any
+# test module creates a client, without overriding what `make test` or the developer chose.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+TESTS_DIR = Path(__file__).resolve().parent
+_SKIP_REASON = "LocalStack not running; run make test or set CLOUDQ_TEST_ENDPOINT"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _healthy(endpoint: str) -> bool:
+    # No proxy: an http_proxy in the environment must not intercept requests to 127.0.0.1.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{endpoint}/_localstack/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint() -> str:
+    """Base URL of a healthy LocalStack, from CLOUDQ_TEST_ENDPOINT (`make test` sets it).
+
+    Skips the test when there is none, except on CI, where a missing LocalStack is a failure rather than
+    a silently green run.
+    """
+    endpoint = os.environ.get("CLOUDQ_TEST_ENDPOINT", "").strip().rstrip("/")
+    if endpoint and _healthy(endpoint):
+        return endpoint
+    if _in_ci():
+        pytest.fail(f"{_SKIP_REASON} (CLOUDQ_TEST_ENDPOINT={endpoint or '<unset>'})", pytrace=False)
+    pytest.skip(_SKIP_REASON)
+
+
+@pytest.fixture
+def unique_name() -> Callable[..., str]:
+    """Factory for fresh resource names (`t-1a2b3c4d5e`), so that no two tests share a queue.
+
+    Sharing is not safe on LocalStack: a consumer killed mid long-poll can still take later messages.
+    """
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    return make
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by `-m`
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by directory: tests/integration -> integration; tests/unit and tests/contract -> unit.
+
+    A contract test (or parameter) that marks itself integration, because it runs against LocalStack,
+    keeps that marker and does not get `unit`.
+    """
+    for item in items:
+        try:
+            kind = item.path.resolve().relative_to(TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        is_integration = item.get_closest_marker("integration") is not None
+        if kind == "integration" and not is_integration:
+            item.add_marker(pytest.mark.integration)
+        elif kind in ("unit", "contract") and not is_integration:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """CLI entry points configure structlog globally; give every test a clean configuration."""
+    yield
+    structlog.reset_defaults()
