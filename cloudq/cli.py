@@ -123,6 +123,28 @@ def cmd_lambda_local(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(ns: argparse.Namespace) -> int:
+    """Container health check: the worker rewrites its heartbeat file every few seconds while its loop runs."""
+    import time
+    from pathlib import Path
+
+    from cloudq.settings import Settings
+
+    path = ns.path or Settings().heartbeat_path
+    if not path:
+        raise ConfigurationError("no heartbeat file: set CLOUDQ_HEARTBEAT_PATH for the worker and this check")
+    try:
+        age_s = time.time() - Path(path).stat().st_mtime
+    except FileNotFoundError:
+        print(f"unhealthy: no heartbeat at {path} (worker not started?)", file=sys.stderr)
+        return 1
+    if age_s > ns.max_age:
+        print(f"unhealthy: heartbeat {age_s:.0f}s old (limit {ns.max_age:g}s)", file=sys.stderr)
+        return 1
+    print(f"healthy: heartbeat {age_s:.1f}s old")
+    return 0
+
+
 def cmd_schema(ns: argparse.Namespace) -> int:
     from cloudq.envelope import envelope_schema
 
@@ -172,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     local.add_argument("--timeout", type=float, default=30, help="function timeout in seconds the context counts down (default 30)")
     local.set_defaults(func=cmd_lambda_local)
+
+    health = commands.add_parser("health", help="exit 0 while the worker's heartbeat file is fresh (container health check)")
+    health.add_argument("--path", help="heartbeat file (default: $CLOUDQ_HEARTBEAT_PATH)")
+    health.add_argument("--max-age", type=float, default=60.0, help="seconds before the heartbeat counts as stale")
+    health.set_defaults(func=cmd_health)
 
     schema = commands.add_parser("schema", help="print the envelope JSON Schema")
     schema.set_defaults(func=cmd_schema)

@@ -157,6 +157,7 @@ class Worker:
     async def run(self) -> WorkerStats:
         """Run until stopped; returns counts. Raises QueueNotFound at start for a missing queue."""
         await self._resolve_queues()
+        self._touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
         pollers = {asyncio.create_task(self._poll(q), name=f"cloudq-poll-{q}") for q in self.queues}
         heartbeat = asyncio.create_task(self._heartbeat())
