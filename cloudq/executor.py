@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from structlog.contextvars import bind_contextvars
 
-from cloudq.brokers.base import SQS_MAX_DELAY_S, Delivery
+from cloudq.brokers.base import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S, Delivery, is_fifo
 from cloudq.envelope import Envelope, utcnow
 from cloudq.errors import TaskSignal
 from cloudq.retry import Outcome, RetryPolicy
@@ -86,6 +86,8 @@ async def execute(
             remaining = (envelope.eta - utcnow()).total_seconds()
             if remaining > 1:
                 logger.info("job.rescheduled", delay_s=round(remaining))
+                if is_fifo(queue):  # FIFO queues take no per-message delay: wait in place instead
+                    return Outcome("retry", delay_s=min(SQS_MAX_VISIBILITY_S, round(remaining)))
                 return Outcome("reschedule", delay_s=min(SQS_MAX_DELAY_S, round(remaining)))
         task = app.get_task(envelope.task)
         max_retries = task.max_retries

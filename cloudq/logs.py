@@ -12,6 +12,7 @@ import sys
 from typing import Literal, TextIO
 
 import structlog
+import structlog.tracebacks
 
 __all__ = ["configure_logging"]
 
@@ -29,7 +30,9 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if use_json:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # show_locals=False: frame locals hold job arguments and maybe secrets, which never go to logs
+        tracebacks = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        processors += [tracebacks, structlog.processors.JSONRenderer()]
     else:
         # plain tracebacks: rich's default shows locals, which may hold secrets
         processors += [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]

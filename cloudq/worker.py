@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
-from cloudq.errors import BrokerError, BrokerUnavailable
+from cloudq.errors import BrokerError, BrokerUnavailable, CloudQError
 from cloudq.executor import execute
 from cloudq.retry import Outcome
 from cloudq.settle import dead_letter, reschedule
@@ -290,7 +290,7 @@ class Worker:
             else:
                 self.stats.succeeded += 1
             self._acks.add(job.physical, delivery)
-        except BrokerError as exc:
+        except CloudQError as exc:
             # The message is still in its queue: it comes back after its visibility timeout.
             logger.error("job.settle_failed", outcome=outcome.kind, error=str(exc), message_id=delivery.message_id)
 
