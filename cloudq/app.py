@@ -8,6 +8,7 @@ The broker is created on first use.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from cloudq.brokers import Broker, create_broker
@@ -17,7 +18,10 @@ from cloudq.settings import Settings
 from cloudq.tasks import JobRef, SendOptions, Task
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Mapping, Sequence
+
+    from cloudq.aws_lambda import LambdaHandler
+    from cloudq.schedules.periodic import PeriodicSpec
 
 __all__ = ["App"]
 
@@ -33,6 +37,7 @@ class App:
         self.name = name
         self.settings = settings if settings is not None else Settings()
         self.registry: dict[str, Task[Any, Any]] = {}
+        self.periodic_tasks: dict[str, PeriodicSpec] = {}
         self._broker = broker
         self.producer = Producer(self)
 
@@ -66,6 +71,21 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timezone: str | None = None,
+    ) -> Callable[[F], Task[Any, Any]]:
+        """Register a task that runs on an AWS schedule expression; see :mod:`cloudq.schedules.periodic`."""
+        from cloudq.schedules.periodic import periodic
+
+        return periodic(self, schedule, name=name, queue=queue, args=args, kwargs=kwargs, timezone=timezone)
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """Tasks are looked up only here: an envelope can never name arbitrary code."""
@@ -116,6 +136,20 @@ class App:
     async def aclose(self) -> None:
         if self._broker is not None:
             await self._broker.aclose()
+
+    # -- AWS Lambda ---------------------------------------------------------------------------
+    @cached_property
+    def lambda_handler(self) -> LambdaHandler:
+        """The Lambda handler (``handler = app.lambda_handler``), built once: warm invocations reuse its loop."""
+        from cloudq.aws_lambda import LambdaHandler
+
+        return LambdaHandler(self)
+
+    def on_event(self, source: str, detail_type: str | None = None, **task_options: Any) -> Callable[[F], Task[Any, Any]]:
+        """Register a task for EventBridge events that invoke the Lambda directly; see :func:`cloudq.aws_lambda.on_event`."""
+        from cloudq.aws_lambda import on_event
+
+        return on_event(self, source, detail_type, **task_options)
 
     def __repr__(self) -> str:
         return f"<App {self.name} broker={self.settings.broker} tasks={len(self.registry)}>"

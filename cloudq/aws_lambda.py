@@ -1,0 +1,377 @@
+"""The AWS Lambda consumer: ``handler = app.lambda_handler`` runs the same tasks as the worker.
+
+Two ways in:
+
+* **SQS event source mapping** (``Records`` with ``eventSource: aws:sqs``). Every record becomes the
+  :class:`~cloudq.brokers.base.Delivery` the worker would have received, runs through
+  :func:`cloudq.executor.execute`, and its :class:`~cloudq.retry.Outcome` is carried out as the worker
+  does. The answer is the partial-batch contract (the mapping needs ``ReportBatchItemFailures``):
+  ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` lists the records SQS must keep.
+
+  ========== ========================================================= =========================
+  outcome    what the handler does                                     reported as
+  ========== ========================================================= =========================
+  ack        nothing                                                   success (Lambda deletes)
+  retry      ChangeMessageVisibility to the backoff                    failure (SQS redelivers)
+  dead_letter send the body to the DLQ with the reason attributes      success
+  reschedule re-send with the rest of the ETA delay                    success
+  ========== ========================================================= =========================
+
+  A settle call that fails turns the record into a failure, so SQS keeps it (never lost). Records of a
+  FIFO message group run one after another; once one fails, the rest of its group is reported failed
+  without running (and kept out of sight as long as the failed one), so the group keeps its order.
+  Other records run concurrently, up to ``settings.concurrency``: async tasks on the loop, sync ones
+  on a thread pool of that size.
+
+* **EventBridge invoking the function directly** (no queue). A scheduled rule whose constant Input
+  is an envelope (the event has a ``"task"`` key) runs that job. A pattern-rule event (``source``,
+  ``detail-type``, ``detail``) runs every task registered for it with :func:`on_event`; such a task
+  is called with one argument, the whole event dict. There is no batch here, so the answer is
+  ``{"ok": true, "results": [...]}``. A task that fails with a retryable error makes the handler
+  raise :class:`EventFailed`, so that Lambda's own retry for asynchronous invocations (up to 2 more
+  attempts) and its on-failure destination or DLQ apply; the task's ``max_retries`` does not. Poison
+  (Reject, unknown task, bad envelope or arguments) is not raised, because a retry cannot help: the
+  answer says ``"ok": false`` with the reason. An event of any other shape gets an error answer.
+
+Time: before starting each record, the handler asks ``context.get_remaining_time_in_millis()``;
+below ``min_remaining_ms`` it starts nothing more and reports the unstarted records as failures (they
+come back after the mapping's visibility timeout) rather than being cut off half-done by the timeout.
+
+One event loop per process, kept on the handler and reused by warm invocations: ``asyncio.run`` per
+invocation would close the loop and with it every aioboto3 client bound to it. Logging is configured
+once, when the handler is built (JSON unless ``CLOUDQ_LOG_FORMAT`` says otherwise); each invocation
+starts from clear structlog contextvars and binds ``aws_request_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars
+
+from cloudq.brokers.base import Delivery, is_fifo
+from cloudq.errors import CloudQError, ConfigurationError
+from cloudq.executor import execute
+from cloudq.logs import configure_logging
+from cloudq.retry import Outcome
+from cloudq.settle import dead_letter, reschedule
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.tasks import Task
+
+__all__ = ["EventFailed", "LambdaContext", "LambdaHandler", "delivery_from_record", "event_kind", "on_event"]
+
+logger = structlog.get_logger("cloudq.lambda")
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EVENTBRIDGE_QUEUE = "eventbridge"  # the `queue` of direct invocations in logs and dead-letter reasons
+MIN_REMAINING_FLOOR_MS = 2000
+
+
+class EventFailed(CloudQError):
+    """A directly invoked (EventBridge) job failed and may be retried: raised so Lambda retries it."""
+
+
+class LambdaContext(Protocol):
+    """What the handler reads from the Lambda runtime's context object."""
+
+    aws_request_id: str
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+# -- EventBridge routes ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EventRoute:
+    source: str
+    detail_type: str | None
+    task: str
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        return event.get("source") == self.source and self.detail_type in (None, event.get("detail-type"))
+
+
+# Kept beside the app rather than on it, so the App class knows nothing of Lambda.
+_ROUTES: weakref.WeakKeyDictionary[App, list[EventRoute]] = weakref.WeakKeyDictionary()
+
+
+def on_event(app: App, source: str, detail_type: str | None = None, **task_options: Any) -> Callable[[F], Task[Any, Any]]:
+    """Register a task for EventBridge events with this ``source`` (and ``detail-type``, if given).
+
+    The function is an ordinary task (it can be enqueued too) called with one argument, the event
+    dict. Use ``source="aws.events", detail_type="Scheduled Event"`` for a scheduled rule without Input.
+    """
+
+    def register(fn: F) -> Task[Any, Any]:
+        try:
+            inspect.signature(fn).bind({})
+        except TypeError as exc:
+            raise ConfigurationError(f"event task {fn.__qualname__!r} must take exactly one argument, the event: {exc}") from exc
+        task = app.task(**task_options)(fn)
+        _ROUTES.setdefault(app, []).append(EventRoute(source, detail_type, task.name))
+        return task
+
+    return register
+
+
+def routed_tasks(app: App, event: Mapping[str, Any]) -> list[str]:
+    """Names of the tasks registered for ``event``, in registration order."""
+    return [route.task for route in _ROUTES.get(app, []) if route.matches(event)]
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+def event_kind(event: Any) -> str:
+    """``sqs``, ``envelope`` (a scheduled rule's constant Input), ``eventbridge`` or ``unknown``."""
+    if not isinstance(event, Mapping):
+        return "unknown"
+    records = event.get("Records")
+    if isinstance(records, list):
+        sqs = all(isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records)
+        return "sqs" if sqs else "unknown"
+    if "task" in event:
+        return "envelope"
+    if {"source", "detail-type", "detail"} <= event.keys():
+        return "eventbridge"
+    return "unknown"
+
+
+def delivery_from_record(record: Mapping[str, Any]) -> Delivery:
+    """The Delivery the worker would have received, so that execute() cannot tell Lambda from ECS.
+
+    ``queue`` is the physical queue name, the last segment of ``eventSourceARN``.
+    """
+    system = record.get("attributes") or {}
+    sent_ms = system.get("SentTimestamp")
+    return Delivery(
+        queue=str(record["eventSourceARN"]).rsplit(":", 1)[-1],
+        message_id=str(record["messageId"]),
+        receipt=str(record["receiptHandle"]),
+        body=str(record.get("body") or ""),
+        receive_count=int(system.get("ApproximateReceiveCount", 1)),
+        attributes={
+            name: str(value["stringValue"])
+            for name, value in (record.get("messageAttributes") or {}).items()
+            if isinstance(value, Mapping) and value.get("stringValue") is not None
+        },
+        sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, timezone.utc) if sent_ms else None,
+        group_id=system.get("MessageGroupId"),
+    )
+
+
+def logical_queue(physical: str, prefix: str) -> str:
+    """Undo ``settings.queue_prefix``; a queue outside the prefix keeps its own name."""
+    return physical[len(prefix) :] if prefix and physical.startswith(prefix) else physical
+
+
+def fifo_chains(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Records that must run in order: each FIFO message group in event order; any other record alone."""
+    chains: dict[object, list[Mapping[str, Any]]] = {}
+    for index, record in enumerate(records):
+        arn = str(record.get("eventSourceARN", ""))
+        group = (record.get("attributes") or {}).get("MessageGroupId")
+        key: object = (arn, group) if is_fifo(arn) and group is not None else index
+        chains.setdefault(key, []).append(record)
+    return list(chains.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """How one record ended; ``delay_s`` is the visibility a retried record was given, ``skipped``
+    why a record did not run (``out_of_time``, ``fifo_group_failed``)."""
+
+    message_id: str
+    ok: bool
+    delay_s: int | None = None
+    skipped: str | None = None
+
+
+def _skipped(record: Mapping[str, Any], why: str) -> RecordResult:
+    return RecordResult(str(record.get("messageId", "")), ok=False, skipped=why)
+
+
+class _Deadline:
+    """Whether there is still time to start a record: remaining time above the margin."""
+
+    def __init__(self, context: LambdaContext | None, min_remaining_ms: int | None) -> None:
+        self._remaining = getattr(context, "get_remaining_time_in_millis", None)
+        self.margin_ms = 0
+        if self._remaining is not None:
+            self.margin_ms = min_remaining_ms if min_remaining_ms is not None else max(MIN_REMAINING_FLOOR_MS, self._remaining() // 10)
+
+    def remaining_ms(self) -> int | None:
+        return None if self._remaining is None else int(self._remaining())
+
+    def passed(self) -> bool:
+        remaining = self.remaining_ms()
+        return remaining is not None and remaining < self.margin_ms
+
+
+# -- the handler -------------------------------------------------------------------------------
+class LambdaHandler:
+    """``(event, context) -> dict`` for AWS Lambda; ``app.lambda_handler`` builds one per process.
+
+    ``min_remaining_ms``: no record starts with less time than this left. The default is 10% of the
+    time left when the invocation begins (about the function timeout), at least 2 s: a record
+    started later would likely be killed half-done by the timeout, taking the whole batch with it.
+    ``configure_logs=False`` leaves structlog as the caller set it up.
+    """
+
+    def __init__(self, app: App, *, min_remaining_ms: int | None = None, configure_logs: bool = True) -> None:
+        self.app = app
+        self.min_remaining_ms = min_remaining_ms
+        self.concurrency = app.settings.concurrency
+        self.loop = asyncio.new_event_loop()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
+        if configure_logs:
+            fmt = "json" if app.settings.log_format == "auto" else app.settings.log_format
+            configure_logging(fmt, app.settings.log_level)
+
+    def __call__(self, event: Any, context: LambdaContext | None = None) -> dict[str, Any]:
+        # A fresh contextvars context per invocation: no log context of the last invocation leaks
+        # in, and none of this one leaks out into the caller (lambda-local, a user's test).
+        return contextvars.Context().run(self._invoke, event, context)
+
+    def _invoke(self, event: Any, context: LambdaContext | None) -> dict[str, Any]:
+        clear_contextvars()
+        request_id = getattr(context, "aws_request_id", None)
+        if request_id:
+            bind_contextvars(aws_request_id=request_id)
+        kind = event_kind(event)
+        if kind == "sqs":
+            return self.run(self._handle_sqs(event["Records"], context))
+        if kind == "unknown":
+            keys = sorted(map(str, event))[:20] if isinstance(event, Mapping) else type(event).__name__
+            logger.error("lambda.unknown_event", keys=keys)
+            return {"ok": False, "error": "unrecognised event: expected SQS Records, a cloudq envelope or an EventBridge event"}
+        return self.run(self._handle_direct(event, kind, request_id or uuid.uuid4().hex))
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Drive ``awaitable`` on the handler's long-lived loop (lambda-local polls through it too)."""
+        return self.loop.run_until_complete(awaitable)
+
+    def close(self) -> None:
+        """Release the broker's clients, the threads and the loop (tests, lambda-local; Lambda never calls it)."""
+        if self.loop.is_closed():
+            return
+        self.run(self.app.aclose())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.loop.close()
+        if self.app.__dict__.get("lambda_handler") is self:  # the next app.lambda_handler builds afresh
+            del self.app.__dict__["lambda_handler"]
+
+    async def _run_sync(self, call: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    # -- SQS ------------------------------------------------------------------------------------
+    async def _handle_sqs(self, records: Sequence[Mapping[str, Any]], context: LambdaContext | None) -> dict[str, Any]:
+        started = self.loop.time()
+        deadline = _Deadline(context, self.min_remaining_ms)
+        slots = asyncio.Semaphore(self.concurrency)
+        chains = await asyncio.gather(*(self._run_chain(chain, slots, deadline) for chain in fifo_chains(records)))
+        results = {r.message_id: r for chain in chains for r in chain}
+        failed = [mid for mid in dict.fromkeys(str(r.get("messageId", "")) for r in records) if not results[mid].ok]
+        late = sum(1 for r in results.values() if r.skipped == "out_of_time")
+        if late:
+            logger.warning("lambda.out_of_time", unstarted=late, remaining_ms=deadline.remaining_ms(), margin_ms=deadline.margin_ms)
+        duration_ms = round((self.loop.time() - started) * 1000, 3)
+        logger.info("lambda.batch_done", records=len(records), failed=len(failed), unstarted=late, duration_ms=duration_ms)
+        return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed]}
+
+    async def _run_chain(
+        self, chain: list[Mapping[str, Any]], slots: asyncio.Semaphore, deadline: _Deadline
+    ) -> list[RecordResult]:
+        """Run a chain's records in order; after a failure the rest of a FIFO group fails unrun."""
+        results: list[RecordResult] = []
+        for position, record in enumerate(chain):
+            async with slots:
+                if deadline.passed():
+                    return results + [_skipped(r, "out_of_time") for r in chain[position:]]
+                # its own task, so one record's contextvars (job_id, task...) never leak into the next
+                result = await asyncio.create_task(self._run_record(record))
+            results.append(result)
+            if not result.ok and position + 1 < len(chain):
+                return results + await self._hold_back(chain[position + 1 :], result.delay_s)
+        return results
+
+    async def _run_record(self, record: Mapping[str, Any]) -> RecordResult:
+        message_id = str(record.get("messageId", ""))
+        try:
+            delivery = delivery_from_record(record)
+            queue = logical_queue(delivery.queue, self.app.settings.queue_prefix)
+            outcome = await execute(delivery, self.app, queue, run_sync=self._run_sync)
+            return await self._settle(delivery, queue, outcome)
+        except Exception as exc:  # noqa: BLE001 - a bad record must never fail the others
+            logger.error("lambda.record_failed", message_id=message_id, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            return RecordResult(message_id, ok=False)
+
+    async def _settle(self, delivery: Delivery, queue: str, outcome: Outcome) -> RecordResult:
+        """Carry out the outcome as the worker does; ``ok`` means Lambda may delete the record."""
+        try:
+            if outcome.kind == "retry":
+                await self.app.broker.change_visibility(delivery.queue, [delivery], outcome.delay_s)
+                return RecordResult(delivery.message_id, ok=False, delay_s=outcome.delay_s)
+            if outcome.kind == "dead_letter":
+                await dead_letter(self.app, queue, delivery, outcome.reason)
+            elif outcome.kind == "reschedule":
+                await reschedule(self.app, queue, delivery, outcome.delay_s)
+        except Exception as exc:  # noqa: BLE001 - reported as failed, SQS keeps the message
+            logger.error("job.settle_failed", outcome=outcome.kind, error=f"{type(exc).__name__}: {exc}")
+            return RecordResult(delivery.message_id, ok=False)
+        return RecordResult(delivery.message_id, ok=True)
+
+    async def _hold_back(self, records: Sequence[Mapping[str, Any]], delay_s: int | None) -> list[RecordResult]:
+        """Fail the rest of a FIFO group unrun; keep them out of sight as long as the failed record,
+        so that the group comes back together and in order."""
+        logger.warning("lambda.fifo_group_held", held=[str(r.get("messageId", "")) for r in records], delay_s=delay_s)
+        if delay_s is not None:
+            try:
+                deliveries = [delivery_from_record(r) for r in records]
+                await self.app.broker.change_visibility(deliveries[0].queue, deliveries, delay_s)
+            except Exception as exc:  # noqa: BLE001 - they come back after the visibility timeout anyway
+                logger.warning("lambda.hold_back_failed", error=f"{type(exc).__name__}: {exc}")
+        return [_skipped(r, "fifo_group_failed") for r in records]
+
+    # -- EventBridge, invoking the function directly --------------------------------------------
+    async def _handle_direct(self, event: Mapping[str, Any], kind: str, request_id: str) -> dict[str, Any]:
+        if kind == "envelope":
+            body, task = json.dumps(event), str(event.get("task"))
+            results = [await self._run_direct(body, task, request_id)]
+        else:
+            tasks = routed_tasks(self.app, event)
+            if not tasks:
+                logger.error("lambda.event_unrouted", source=event.get("source"), detail_type=event.get("detail-type"))
+                return {"ok": False, "error": f"no task registered for source={event.get('source')!r} detail-type={event.get('detail-type')!r}"}
+            event_id = str(event.get("id") or request_id)
+            results = [await self._run_direct(json.dumps({"task": t, "args": [event]}), t, event_id) for t in tasks]
+        retried = [r["task"] for r in results if r["outcome"] == "retry"]
+        if retried:
+            raise EventFailed(f"task(s) {', '.join(retried)} failed; Lambda's retry for asynchronous invocations applies")
+        return {"ok": all(r["outcome"] != "dead_letter" for r in results), "results": results}
+
+    async def _run_direct(self, body: str, task: str, message_id: str) -> dict[str, Any]:
+        """Run one job of a direct invocation through execute(), like any delivery of attempt 1."""
+        delivery = Delivery(queue=EVENTBRIDGE_QUEUE, message_id=message_id, receipt="", body=body, receive_count=1)
+        outcome = await asyncio.create_task(execute(delivery, self.app, EVENTBRIDGE_QUEUE, run_sync=self._run_sync))
+        result: dict[str, Any] = {"task": task, "outcome": outcome.kind}
+        if outcome.kind == "dead_letter":
+            result["reason"] = outcome.reason
+        elif outcome.kind == "reschedule":  # an ETA beyond 15 minutes: hand it to the task's queue
+            registered = self.app.registry.get(task)
+            queue = registered.queue if registered is not None else self.app.settings.default_queue
+            await reschedule(self.app, queue, delivery, outcome.delay_s)
+            result["delay_s"] = outcome.delay_s
+        return result
