@@ -188,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("lambda-local", help="emulate Lambda's SQS event source mapping against the app's queues")
     local.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
     local.add_argument("-q", "--queue", action="append", help="logical queue (repeatable; default: every registry queue)")
-    local.add_argument("--batch-size", type=int, default=10, help="records per invocation, like BatchSize (default 10)")
-    local.add_argument("--batching-window", type=float, default=0, help="seconds to gather a batch (MaximumBatchingWindowInSeconds)")
-    local.add_argument("--max-batches", type=int, help="exit after N invocations")
+    local.add_argument("--batch-size", type=int, default=10, metavar="N", help="records per invocation, like BatchSize (default 10)")
+    local.add_argument("--batching-window", type=float, default=0, metavar="S", help="seconds to gather a batch (MaximumBatchingWindowInSeconds)")
+    local.add_argument("--max-batches", type=int, metavar="N", help="exit after N invocations")
     local.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    local.add_argument("--timeout", type=float, default=30, help="function timeout in seconds the context counts down (default 30)")
+    local.add_argument("--timeout", type=float, default=30, metavar="S", help="function timeout in seconds the context counts down (default 30)")
     local.set_defaults(func=cmd_lambda_local)
 
     health = commands.add_parser("health", help="exit 0 while the worker's heartbeat file is fresh (container health check)")
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the example app on the embedded local broker")
     demo.add_argument("-n", type=int, default=5000, help="number of jobs (default 5000, a few seconds)")
     demo.set_defaults(func=cmd_demo)
+    importlib.import_module("cloudq.cli_ops").register(commands)
     return parser
 
 

@@ -15,16 +15,19 @@ because the worker and the Lambda handler each drive one event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "is_fifo"]
+__all__ = ["Broker", "Delivery", "MoveProgress", "OutgoingMessage", "QueueConfig", "QueueStats", "is_fifo"]
 
 SQS_MAX_BATCH = 10
 SQS_MAX_DELAY_S = 900
 SQS_MAX_VISIBILITY_S = 43_200
+
+MoveProgress = Callable[[int, int | None], None]
+"""``on_progress(moved, total)`` of :meth:`Broker.move_messages`; ``total`` is approximate, or None if unknown."""
 
 
 def is_fifo(queue: str) -> bool:
@@ -103,6 +106,20 @@ class Broker(Protocol):
 
     def stats(self, queue: str) -> QueueStats:
         """Approximate visible / in-flight / delayed counts."""
+
+    # -- admin only (the ops CLI: `cloudq dlq`, `cloudq purge`); optional for a broker -------------
+    # Never called by producers, workers or the Lambda handler. A broker without them still runs
+    # jobs; the CLI says the command is unsupported.
+    def peek(self, queue: str, n: int = 10) -> list[Delivery]:
+        """Up to ``n`` messages without consuming them; their receipts are empty (acking does nothing)."""
+
+    def move_messages(
+        self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None
+    ) -> int:
+        """Move messages (a DLQ redrive) to ``destination`` as fresh jobs; returns how many moved."""
+
+    def purge(self, queue: str) -> int:
+        """Delete every message in ``queue``; returns how many there were (approximate on SQS)."""
 
     def close(self) -> None: ...
 

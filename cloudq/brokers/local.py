@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cloudq.brokers.base import Delivery, OutgoingMessage, QueueConfig, QueueStats, is_fifo
+from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
 from cloudq.errors import BrokerError, BrokerUnavailable
 
 __all__ = ["LocalBroker"]
@@ -221,7 +221,9 @@ class LocalBroker:
         rows = self._read(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? ORDER BY id LIMIT ?", (queue, n))
         return [_delivery(queue, row, "", row[5]) for row in rows]
 
-    def move_messages(self, source: str, destination: str, max_messages: int | None = None) -> int:
+    def move_messages(
+        self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None
+    ) -> int:
         """Move visible messages (oldest first) to ``destination`` with receive counts reset.
 
         This is the DLQ redrive of SQS's message move task: the moved jobs get a full set of
@@ -235,7 +237,9 @@ class LocalBroker:
                 " WHERE id IN (SELECT id FROM messages WHERE queue = ?3 AND visible_at <= ?2 ORDER BY id LIMIT ?4)",
                 (destination, now, source, -1 if max_messages is None else max_messages),
             )
-            return cursor.rowcount
+        if on_progress is not None:  # one transaction: all at once
+            on_progress(cursor.rowcount, cursor.rowcount)
+        return cursor.rowcount
 
     def purge(self, queue: str) -> int:
         """Delete every message in ``queue``, in flight or not (as SQS's PurgeQueue); returns how many."""

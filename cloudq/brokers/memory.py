@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cloudq.brokers.base import Delivery, OutgoingMessage, QueueConfig, QueueStats, is_fifo
+from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
 from cloudq.envelope import utcnow
 
 __all__ = ["MemoryBroker"]
@@ -162,6 +162,41 @@ class MemoryBroker:
         visible = sum(1 for m in msgs if m.visible_at <= now)
         in_flight = sum(1 for m in msgs if m.visible_at > now and m.receive_count)
         return QueueStats(queue, True, visible, in_flight, len(msgs) - visible - in_flight)
+
+    # -- admin: what the ops CLI uses (as the local broker) -----------------------------------
+    def list_queues(self) -> list[str]:
+        with self._lock:
+            return sorted(self._queues)
+
+    def peek(self, queue: str, n: int = 10) -> list[Delivery]:
+        """Up to ``n`` messages in send order, in flight or not, changing nothing (empty receipts)."""
+        with self._lock:
+            found = sorted(self._queue(queue).messages.values(), key=lambda m: m.seq)[: max(0, n)]
+            return [Delivery(queue, m.message_id, "", m.body, m.receive_count, dict(m.attributes), None, m.group_id) for m in found]
+
+    def move_messages(
+        self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None
+    ) -> int:
+        """Move visible messages (oldest first) to ``destination`` with receive counts reset."""
+        now = self.clock()
+        with self._lock:
+            src, dst = self._queue(source), self._queue(destination)
+            visible = sorted((m for m in src.messages.values() if m.visible_at <= now), key=lambda m: m.seq)
+            chosen = visible if max_messages is None else visible[: max(0, max_messages)]
+            for m in chosen:
+                del src.messages[m.message_id]
+                dst.messages[m.message_id] = _Message(next(self._seq), m.message_id, m.body, m.attributes, m.group_id, now)
+        if on_progress is not None:
+            on_progress(len(chosen), len(chosen))
+        return len(chosen)
+
+    def purge(self, queue: str) -> int:
+        """Delete every message, in flight or not; returns how many."""
+        with self._lock:
+            q = self._queue(queue)
+            count = len(q.messages)
+            q.messages.clear()
+            return count
 
     def messages(self, queue: str) -> list[str]:
         """Bodies currently stored in ``queue``, visible or not (a test helper)."""

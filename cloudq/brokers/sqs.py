@@ -11,7 +11,9 @@ and the worker keeps polling through outages on its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -23,7 +25,7 @@ import structlog
 import tenacity
 
 from cloudq.brokers import sqs_requests as rq
-from cloudq.brokers.base import Delivery, OutgoingMessage, QueueConfig, QueueStats
+from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
 from cloudq.errors import BrokerError, BrokerUnavailable, QueueNotFound
 
 __all__ = ["SqsBroker"]
@@ -39,6 +41,10 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+_ADMIN_VISIBILITY_S = 15  # how long a peeked or redriven message hides at worst (the CLI dying mid-way)
+_ADMIN_WAIT_S = 1  # a long poll (all SQS hosts), so an empty answer means an empty queue
+_MOVE_POLL_S = 1.0
+_MOVE_TASK_MISSES = 5
 _STATS_ATTRIBUTES = [
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -207,6 +213,107 @@ class SqsBroker:
         except QueueNotFound:
             return QueueStats(queue, exists=False)
         return rq.parse_stats(queue, response.get("Attributes", {}))
+
+    # -- admin: the ops CLI's DLQ tools (never on a worker's path) ---------------------------------
+    def queue_arn(self, queue: str) -> str:
+        op, params = rq.queue_arn_request(self.queue_url(queue))
+        return str(self._call(queue, op, params)["Attributes"]["QueueArn"])
+
+    def peek(self, queue: str, n: int = 10) -> list[Delivery]:
+        """Up to ``n`` messages, received briefly and made visible again at once.
+
+        SQS has no read-only peek: each receive hides the messages for at most
+        ``_ADMIN_VISIBILITY_S`` (until the release below, or if the CLI dies) and adds one to their
+        ApproximateReceiveCount, which the returned counts leave out. On a FIFO queue a group shows
+        at most one receive's worth (10) of messages, since in-flight messages lock their group.
+        Receipts are cleared: acking a peeked message does nothing, as on the other brokers.
+        """
+        taken: dict[str, Delivery] = {}
+        try:
+            while len(taken) < n:
+                got = self._receive_now(queue, n - len(taken), _ADMIN_VISIBILITY_S)
+                if not got:
+                    break
+                taken.update((d.message_id, d) for d in got)
+        finally:
+            if taken:
+                self._sync_batch(queue, rq.change_visibility_requests(self.queue_url(queue), list(taken.values()), 0))
+        return [dataclasses.replace(d, receipt="", receive_count=max(0, d.receive_count - 1)) for d in taken.values()]
+
+    def _receive_now(self, queue: str, max_messages: int, visibility_timeout_s: int) -> list[Delivery]:
+        op, params = rq.receive_request(self.queue_url(queue), min(max_messages, SQS_MAX_BATCH), _ADMIN_WAIT_S, visibility_timeout_s)
+        return rq.parse_messages(queue, self._call(queue, op, params))
+
+    def _sync_batch(self, queue: str, requests: list[rq.Request]) -> None:
+        for op, params in requests:
+            failures = rq.parse_batch_result(self._call(queue, op, params))
+            if failures:
+                logger.warning("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
+
+    def move_messages(
+        self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None
+    ) -> int:
+        """Redrive ``source`` (a DLQ) into ``destination``; returns how many moved.
+
+        Without a limit this is SQS's own message move task (StartMessageMoveTask), polled until it
+        finishes. A move task cannot stop after N messages, so ``max_messages`` copies instead:
+        receive, send to ``destination`` (body and attributes kept), then delete from ``source``.
+        Interrupting the poll leaves the move task running on SQS (CancelMessageMoveTask stops it).
+        On LocalStack a moved message's receive count includes the move's own receive (the job's
+        first run then counts as attempt 2); copies start afresh.
+        """
+        if max_messages is None:
+            return self._run_move_task(source, destination, on_progress)
+        return self._copy_messages(source, destination, max_messages, on_progress)
+
+    def _run_move_task(self, source: str, destination: str, on_progress: MoveProgress | None) -> int:
+        source_arn = self.queue_arn(source)
+        op, params = rq.start_move_task_request(source_arn, self.queue_arn(destination))
+        handle = self._call(source, op, params)["TaskHandle"]
+        task = self._wait_move_task(source, source_arn, handle, on_progress)
+        if task.status != "COMPLETED":
+            raise BrokerError(f"message move task from {source!r} ended {task.status} after {task.moved} moved: {task.failure or 'no reason given'}")
+        return task.moved
+
+    def _wait_move_task(self, source: str, source_arn: str, handle: str, on_progress: MoveProgress | None) -> rq.MoveTask:
+        """Poll ListMessageMoveTasks about once a second, reporting progress, until the task ends."""
+        misses = 0
+        while True:
+            op, params = rq.list_move_tasks_request(source_arn)
+            task = rq.parse_move_task(self._call(source, op, params), handle)
+            if task is None:
+                misses += 1
+                if misses > _MOVE_TASK_MISSES:
+                    raise BrokerError(f"message move task from {source!r} is missing from ListMessageMoveTasks")
+            else:
+                if on_progress is not None:
+                    on_progress(task.moved, task.to_move)
+                if task.finished:
+                    return task
+            time.sleep(_MOVE_POLL_S)
+
+    def _copy_messages(self, source: str, destination: str, max_messages: int, on_progress: MoveProgress | None) -> int:
+        moved = 0
+        while moved < max_messages:
+            got = self._receive_now(source, max_messages - moved, _ADMIN_VISIBILITY_S)
+            if not got:
+                break
+            self.send(destination, rq.redrive_messages(destination, got))
+            self._sync_batch(source, rq.delete_requests(self.queue_url(source), got))
+            moved += len(got)
+            if on_progress is not None:
+                on_progress(moved, None)
+        return moved
+
+    def purge(self, queue: str) -> int:
+        """PurgeQueue; returns the approximate count before it. SQS allows one purge a minute per
+        queue and may take up to 60 s to finish deleting."""
+        before = self.stats(queue)
+        if not before.exists:
+            raise QueueNotFound(f"queue {queue!r} does not exist (create it with `cloudq queues ensure` or in infra)")
+        op, params = rq.purge_request(self.queue_url(queue))
+        self._call(queue, op, params)
+        return before.visible + before.in_flight + before.delayed
 
     def close(self) -> None:
         if self._client is not None:

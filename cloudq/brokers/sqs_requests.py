@@ -7,7 +7,9 @@ are each a loop of a few lines, and all the logic is unit-testable without I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,16 +26,23 @@ from cloudq.brokers.base import (
 from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError, QueueNotFound
 
 __all__ = [
+    "MoveTask",
     "Request",
     "change_visibility_requests",
     "delete_requests",
     "ensure_queue_attributes",
+    "list_move_tasks_request",
     "parse_batch_result",
     "parse_messages",
+    "parse_move_task",
     "parse_send",
     "parse_stats",
+    "purge_request",
+    "queue_arn_request",
     "receive_request",
+    "redrive_messages",
     "send_requests",
+    "start_move_task_request",
     "translate_client_error",
 ]
 
@@ -203,6 +212,78 @@ def parse_stats(queue: str, attributes: dict[str, str]) -> QueueStats:
         in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
     )
+
+
+# -- admin: DLQ redrive, peek and purge (the ops CLI) --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MoveTask:
+    """One message move task as ListMessageMoveTasks reports it."""
+
+    status: str  # RUNNING, COMPLETED, CANCELLING, CANCELLED or FAILED
+    moved: int
+    to_move: int | None
+    failure: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("RUNNING", "CANCELLING")
+
+
+def queue_arn_request(url: str) -> Request:
+    return ("get_queue_attributes", {"QueueUrl": url, "AttributeNames": ["QueueArn"]})
+
+
+def start_move_task_request(source_arn: str, destination_arn: str) -> Request:
+    """A DLQ redrive: SQS moves every message of ``source_arn`` (a DLQ), at its own pace
+    (no MaxNumberOfMessagesPerSecond), with no count limit."""
+    return ("start_message_move_task", {"SourceArn": source_arn, "DestinationArn": destination_arn})
+
+
+def list_move_tasks_request(source_arn: str) -> Request:
+    return ("list_message_move_tasks", {"SourceArn": source_arn, "MaxResults": 10})
+
+
+def parse_move_task(response: dict[str, Any], handle: str) -> MoveTask | None:
+    """Our task among the source's most recent ones (newest first).
+
+    SQS drops the TaskHandle once a task has finished, and a source has one task at a time,
+    so a result without our handle is taken to be ours only when it is the newest.
+    """
+    results = response.get("Results") or []
+    ours = next((r for r in results if r.get("TaskHandle") == handle), None)
+    if ours is None and results and "TaskHandle" not in results[0]:
+        ours = results[0]
+    if ours is None:
+        return None
+    to_move = ours.get("ApproximateNumberOfMessagesToMove")
+    return MoveTask(
+        status=str(ours.get("Status", "RUNNING")),
+        moved=int(ours.get("ApproximateNumberOfMessagesMoved", 0)),
+        to_move=int(to_move) if to_move is not None else None,
+        failure=ours.get("FailureReason"),
+    )
+
+
+def redrive_messages(destination: str, deliveries: Sequence[Delivery]) -> list[OutgoingMessage]:
+    """Copies of dead letters for ``destination``: same body and attributes (the recorded reason).
+
+    On FIFO the group is kept, and the dedup id is derived from the receipt, so a copy is never
+    mistaken for an earlier redrive of the same message id (SQS's own DLQ move keeps the id).
+    """
+    fifo = is_fifo(destination)
+    return [
+        OutgoingMessage(
+            d.body,
+            group_id=(d.group_id or "default") if fifo else None,
+            dedup_id=hashlib.sha256(d.receipt.encode()).hexdigest() if fifo else None,
+            attributes=dict(d.attributes),
+        )
+        for d in deliveries
+    ]
+
+
+def purge_request(url: str) -> Request:
+    return ("purge_queue", {"QueueUrl": url})
 
 
 def translate_client_error(exc: Exception, queue: str) -> BrokerError:

@@ -1,0 +1,247 @@
+"""Operations commands of ``cloudq``: what on-call needs on day one.
+
+* ``cloudq status [APP] [--json]``: one row per registry queue and per dead-letter queue (visible,
+  in flight, delayed, exists); exit 1 when any is missing.
+* ``cloudq dlq peek [APP] QUEUE [-n N]``: the dead letters of logical QUEUE with task, arguments,
+  attempts and the reason cloudq recorded, without deleting them.
+* ``cloudq dlq redrive [APP] QUEUE [--max N]``: move them back to QUEUE, where workers run them as
+  fresh jobs (SQS's message move task; a receive/send/delete copy with ``--max``).
+* ``cloudq purge [APP] QUEUE [--dlq] [--yes]``: delete every message, after a confirmation.
+
+They use the brokers' admin methods (``peek``, ``move_messages``, ``purge``), so they work on SQS
+and on the local broker alike. Exit codes as in :mod:`cloudq.cli`: 0 success, 1 a runtime failure
+(a missing queue, the broker, a declined purge), 2 bad input (an unknown queue, a purge that cannot
+ask for confirmation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from cloudq.brokers.base import Broker, Delivery, QueueStats
+from cloudq.cli import load_app
+from cloudq.envelope import Envelope
+from cloudq.errors import ConfigurationError, EnvelopeError, QueueNotFound
+from cloudq.queues import QueuePlan, plan_queues
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+
+__all__ = ["StatusRow", "describe_dead_letter", "register", "render_table", "status_rows"]
+
+STATUS_HEADERS = ("QUEUE", "PHYSICAL NAME", "VISIBLE", "IN FLIGHT", "DELAYED", "EXISTS")
+PEEK_HEADERS = ("MESSAGE ID", "TASK", "ARGS", "ATTEMPTS", "REASON", "ERROR", "DEAD-LETTERED AT")
+_ARGS_CHARS = 40
+_ERROR_CHARS = 60
+
+
+# -- pure: rows and rendering -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """One line of ``cloudq status``; ``role`` is ``queue`` or ``dlq`` (the dead letters of ``queue``)."""
+
+    queue: str
+    role: str
+    physical: str
+    exists: bool
+    visible: int
+    in_flight: int
+    delayed: int
+
+    def cells(self) -> list[str]:
+        name = self.queue if self.role == "queue" else f"{self.queue} (dlq)"
+        return [name, self.physical, str(self.visible), str(self.in_flight), str(self.delayed), "yes" if self.exists else "MISSING"]
+
+
+def status_rows(plans: Sequence[QueuePlan], stats_of: Callable[[str], QueueStats]) -> list[StatusRow]:
+    """Each planned queue followed by its dead-letter queue, with the broker's counts."""
+    rows = []
+    for plan in plans:
+        for role, physical in (("queue", plan.physical), ("dlq", plan.dead_letter_queue)):
+            s = stats_of(physical)
+            rows.append(StatusRow(plan.queue, role, physical, s.exists, s.visible, s.in_flight, s.delayed))
+    return rows
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain aligned columns: readable on a terminal, greppable in a log."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in (headers, *rows)]
+    return "\n".join(lines)
+
+
+def truncate(text: str, width: int) -> str:
+    text = " ".join(text.split())  # one line, whatever the error or body held
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def describe_dead_letter(delivery: Delivery) -> list[str]:
+    """A dead letter's cells: the reason comes from cloudq's attributes (none if SQS's RedrivePolicy moved it)."""
+    attributes = delivery.attributes
+    try:
+        envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
+        task = envelope.task
+        args = json.dumps(list(envelope.args)) + (f" {json.dumps(envelope.kwargs)}" if envelope.kwargs else "")
+    except EnvelopeError:
+        task, args = "?", delivery.body
+    error = ": ".join(v for v in (attributes.get("cloudq-error-type"), attributes.get("cloudq-error")) if v)
+    return [
+        delivery.message_id,
+        task,
+        truncate(args, _ARGS_CHARS),
+        attributes.get("cloudq-attempts", str(delivery.receive_count)),
+        attributes.get("cloudq-reason", "-"),
+        truncate(error, _ERROR_CHARS) or "-",
+        attributes.get("cloudq-dead-lettered-at", "-"),
+    ]
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_status(ns: argparse.Namespace) -> int:
+    app = load_app(ns.app)
+    try:
+        rows = status_rows(plan_queues(app), app.broker.stats)
+    finally:
+        app.close()
+    print(json.dumps([asdict(r) for r in rows], indent=2) if ns.json else render_table(STATUS_HEADERS, [r.cells() for r in rows]))
+    missing = [r.physical for r in rows if not r.exists]
+    if missing:
+        ensure = " ".join(["cloudq queues ensure", *([ns.app] if ns.app else [])])
+        print(f"cloudq: missing queues: {', '.join(missing)}; create them with `{ensure}`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_dlq_peek(ns: argparse.Namespace) -> int:
+    app, plan = _target(ns.names)
+    try:
+        dlq = plan.dead_letter_queue
+        stats = _require_queue(app.broker, dlq)
+        letters = _admin(app.broker, "peek")(dlq, ns.n)
+    finally:
+        app.close()
+    total = stats.visible + stats.in_flight + stats.delayed
+    print(f"{dlq}: dead letters of queue {plan.queue}: {len(letters)} shown of about {total}")
+    if letters:
+        print(render_table(PEEK_HEADERS, [describe_dead_letter(d) for d in letters]))
+    return 0
+
+
+def cmd_dlq_redrive(ns: argparse.Namespace) -> int:
+    app, plan = _target(ns.names)
+    dlq, destination = plan.dead_letter_queue, plan.physical
+    try:
+        move = _admin(app.broker, "move_messages")
+        _require_queue(app.broker, dlq)
+        _require_queue(app.broker, destination)
+        limit = f" (at most {ns.max})" if ns.max is not None else ""
+        print(f"redriving dead letters from {dlq} to {destination}{limit}", flush=True)
+        moved = move(dlq, destination, ns.max, on_progress=_ProgressPrinter())
+    finally:
+        app.close()
+    print(f"moved {moved} dead letters back to queue {plan.queue} ({destination})")
+    return 0
+
+
+def cmd_purge(ns: argparse.Namespace) -> int:
+    app, plan = _target(ns.names)
+    physical = plan.dead_letter_queue if ns.dlq else plan.physical
+    try:
+        purge = _admin(app.broker, "purge")
+        stats = _require_queue(app.broker, physical)
+        about = stats.visible + stats.in_flight + stats.delayed
+        if not ns.yes and not _confirm(f"purge about {about} messages from {physical}? This cannot be undone. [y/N] "):
+            print("cloudq: not purged", file=sys.stderr)
+            return 1
+        purged = purge(physical)
+    finally:
+        app.close()
+    print(f"purged {purged} messages from {physical}")
+    return 0
+
+
+# -- helpers -----------------------------------------------------------------------------------
+class _ProgressPrinter:
+    """Prints move progress as it changes (SQS's move task is polled about once a second)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int | None] | None = None
+
+    def __call__(self, moved: int, total: int | None) -> None:
+        if (moved, total) != self._last:
+            self._last = (moved, total)
+            print(f"  moved {moved}" + (f" of about {total}" if total is not None else ""), flush=True)
+
+
+def _target(names: Sequence[str]) -> tuple[App, QueuePlan]:
+    """``[APP] QUEUE`` to the app and the plan of its logical queue; an unknown queue is bad input."""
+    if len(names) > 2:
+        raise ConfigurationError("expected [APP] QUEUE")
+    app = load_app(names[0] if len(names) == 2 else None)
+    plans = {plan.queue: plan for plan in plan_queues(app)}
+    if names[-1] not in plans:
+        raise ConfigurationError(f"queue {names[-1]!r} is not used by app {app.name!r}; its queues: {', '.join(plans)}")
+    return app, plans[names[-1]]
+
+
+def _admin(broker: Broker, method: str) -> Callable[..., Any]:
+    found = getattr(broker, method, None)
+    if found is None:
+        raise ConfigurationError(f"the {type(broker).__name__} broker has no {method}(); this command needs SQS or the local broker")
+    return found  # type: ignore[no-any-return]
+
+
+def _require_queue(broker: Broker, physical: str) -> QueueStats:
+    stats = broker.stats(physical)
+    if not stats.exists:
+        raise QueueNotFound(f"queue {physical!r} does not exist (create it with `cloudq queues ensure`)")
+    return stats
+
+
+def _confirm(prompt: str) -> bool:
+    """Ask on the terminal; with no terminal to ask on, refuse (bad input: exit 2)."""
+    if not sys.stdin.isatty():
+        raise ConfigurationError("stdin is not a terminal, so purge cannot ask for confirmation; pass --yes")
+    print(prompt, end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# -- parser ------------------------------------------------------------------------------------
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``status``, ``dlq peek|redrive`` and ``purge`` to the ``cloudq`` command."""
+    app_help = "module:attribute (default: $CLOUDQ_APP)"
+    target = {"nargs": "+", "metavar": "[APP] QUEUE", "help": "app (or $CLOUDQ_APP) and a logical queue of it"}
+
+    status = commands.add_parser("status", help="counts of every registry queue and its DLQ; exit 1 if any is missing")
+    status.add_argument("app", nargs="?", help=app_help)
+    status.add_argument("--json", action="store_true", help="print a JSON list for scripts")
+    status.set_defaults(func=cmd_status)
+
+    dlq = commands.add_parser("dlq", help="inspect and redrive dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
+    peek = dlq_commands.add_parser("peek", usage="cloudq dlq peek [APP] QUEUE [-n N]", help="show dead letters with task, args, attempts and reason, without deleting")
+    peek.add_argument("names", **target)
+    peek.add_argument("-n", type=_positive_int, default=10, help="how many to show (default 10)")
+    peek.set_defaults(func=cmd_dlq_peek)
+    redrive = dlq_commands.add_parser("redrive", usage="cloudq dlq redrive [APP] QUEUE [--max N]", help="move dead letters back to their queue, with progress")
+    redrive.add_argument("names", **target)
+    redrive.add_argument("--max", type=_positive_int, help="move at most N (default: all)")
+    redrive.set_defaults(func=cmd_dlq_redrive)
+
+    purge = commands.add_parser("purge", usage="cloudq purge [APP] QUEUE [--dlq] [--yes]", help="delete every message of a queue, after confirmation")
+    purge.add_argument("names", **target)
+    purge.add_argument("--dlq", action="store_true", help="purge the queue's dead-letter queue instead")
+    purge.add_argument("-y", "--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
+    purge.set_defaults(func=cmd_purge)
