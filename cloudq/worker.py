@@ -37,6 +37,8 @@ __all__ = ["AckBatcher", "Worker", "WorkerStats"]
 
 logger = structlog.get_logger("cloudq.worker")
 
+_GATHER_S = 0.02  # longest wait for more free slots before a receive (see Worker._gather_batch)
+
 
 @dataclass(slots=True)
 class WorkerStats:
@@ -134,6 +136,12 @@ class Worker:
         self.grace_s = settings.shutdown_grace_s
         self.stats = WorkerStats()
         self._free = self.concurrency
+        # Each poller reserves at most its share of slots while it long-polls (so an idle queue cannot
+        # hold every slot while another queue's messages wait), and a queue gets enough pollers to
+        # keep its share busy: above 10 slots per queue, several receives run at once.
+        per_queue = max(1, -(-self.concurrency // len(self.queues)))
+        self._pollers_per_queue = -(-per_queue // SQS_MAX_BATCH)
+        self._poller_share = max(1, -(-per_queue // self._pollers_per_queue))
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: set[_Job] = set()
@@ -159,7 +167,11 @@ class Worker:
         await self._resolve_queues()
         self._touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
-        pollers = {asyncio.create_task(self._poll(q), name=f"cloudq-poll-{q}") for q in self.queues}
+        pollers = {
+            asyncio.create_task(self._poll(q), name=f"cloudq-poll-{q}-{i}")
+            for q in self.queues
+            for i in range(self._pollers_per_queue)
+        }
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._until_stopped_or_drained(pollers)
@@ -199,14 +211,26 @@ class Worker:
         while self._free <= 0:
             self._slot_freed.clear()
             await self._slot_freed.wait()
-        # Each poller reserves at most its fair share while it long-polls, so one idle queue cannot
-        # hold every slot while another queue's messages wait.
-        share = max(1, -(-self.concurrency // len(self.queues)))
-        wanted = min(SQS_MAX_BATCH, self._free, share)
+        await self._gather_batch()
+        wanted = min(self._free, self._poller_share)
         if self.max_tasks is not None:
             wanted = min(wanted, self.max_tasks - self._started_jobs)
         self._free -= wanted
         return wanted
+
+    async def _gather_batch(self) -> None:
+        """With short jobs, slots free up one by one; receiving at the first free slot would ask SQS
+        for 1-2 messages per call. Wait a moment for a full batch instead: same messages, fewer calls."""
+        if self._free >= self._poller_share or not self._running:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _GATHER_S
+        while self._free < self._poller_share and self._running and (left := deadline - loop.time()) > 0:
+            self._slot_freed.clear()
+            try:
+                await asyncio.wait_for(self._slot_freed.wait(), left)
+            except asyncio.TimeoutError:
+                return
 
     def _release(self, slots: int) -> None:
         self._free += slots
