@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the example app on the embedded local broker")
     demo.add_argument("-n", type=int, default=5000, help="number of jobs (default 5000, a few seconds)")
     demo.set_defaults(func=cmd_demo)
+    importlib.import_module("cloudq.cli_schedules").register(commands)
     importlib.import_module("cloudq.cli_ops").register(commands)
+    importlib.import_module("cloudq.cli_infra").register(commands)
     return parser
 
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     heartbeat_path: str | None = Field(None, description="file the worker touches while healthy")
+    scheduler_role_arn: str | None = Field(
+        None, description="IAM role EventBridge Scheduler sends to SQS as (`cloudq schedules sync --engine scheduler`)"
+    )
 
     @field_validator("default_queue")
     @classmethod
