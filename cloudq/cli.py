@@ -208,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     importlib.import_module("cloudq.cli_schedules").register(commands)
     importlib.import_module("cloudq.cli_ops").register(commands)
-    importlib.import_module("cloudq.cli_infra").register(commands)
     return parser
 
 
