@@ -62,7 +62,10 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
     app = load_app(ns.app)
     configure_logging(app.settings.log_format, app.settings.log_level)
-    worker = Worker(app, ns.queue or None, concurrency=ns.concurrency, burst=ns.burst, max_tasks=ns.max_tasks)
+    worker = Worker(
+        app, ns.queue or None, concurrency=ns.concurrency, burst=ns.burst, max_tasks=ns.max_tasks,
+        fire_schedules=True if ns.fire_schedules else None,
+    )  # fmt: skip
 
     async def run() -> None:
         worker.install_signal_handlers()
@@ -169,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-c", "--concurrency", type=int, help="jobs at once (default: $CLOUDQ_CONCURRENCY or 10)")
     worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
     worker.add_argument("--max-tasks", type=int, help="exit after N jobs")
+    worker.add_argument(
+        "--fire-schedules", action="store_true",
+        help="fire @app.periodic tasks from this worker (automatic on the local broker; on SQS, for one worker only when there is no EventBridge)",
+    )  # fmt: skip
     worker.set_defaults(func=cmd_worker)
 
     enqueue = commands.add_parser("enqueue", help="enqueue one job by task name")

@@ -124,6 +124,7 @@ class Worker:
         burst: bool = False,
         max_tasks: int | None = None,
         burst_wait_s: float = 1.0,
+        fire_schedules: bool | None = None,
     ) -> None:
         settings = app.settings
         self.app = app
@@ -134,6 +135,9 @@ class Worker:
         self.wait_s = min(settings.wait_time_s, burst_wait_s) if burst else settings.wait_time_s
         self.visibility_timeout_s = max(1, settings.visibility_timeout_s)
         self.grace_s = settings.shutdown_grace_s
+        # Periodic tasks: EventBridge fires them on SQS; on the local broker the workers do, sharing a
+        # lease in the SQLite file. On SQS only an explicit flag makes a worker fire (see README).
+        self.fire_schedules = bool(app.periodic_tasks) and (settings.broker == "local" if fire_schedules is None else fire_schedules)
         self.stats = WorkerStats()
         self._free = self.concurrency
         # Each poller reserves at most its share of slots while it long-polls (so an idle queue cannot
@@ -173,10 +177,13 @@ class Worker:
             for i in range(self._pollers_per_queue)
         }
         heartbeat = asyncio.create_task(self._heartbeat())
+        scheduler = self._start_scheduler()
         try:
             await self._until_stopped_or_drained(pollers)
         finally:
             self._stopping.set()
+            if scheduler is not None:
+                await asyncio.gather(scheduler, return_exceptions=True)
             for poller in pollers:
                 poller.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)
@@ -187,6 +194,22 @@ class Worker:
             self._pool.shutdown(wait=False, cancel_futures=True)
             logger.info("worker.stopped", **{k: getattr(self.stats, k) for k in ("received", "succeeded", "retried", "dead_lettered")})
         return self.stats
+
+    def _start_scheduler(self) -> asyncio.Task[None] | None:
+        if not self.fire_schedules:
+            return None
+        from cloudq.schedules.local import LocalScheduler
+
+        scheduler = LocalScheduler(self.app)
+
+        async def run() -> None:
+            try:
+                await scheduler.run(self._stopping)
+            finally:
+                scheduler.close()
+
+        logger.info("worker.firing_schedules", tasks=sorted(self.app.periodic_tasks))
+        return asyncio.create_task(run(), name="cloudq-scheduler")
 
     async def _until_stopped_or_drained(self, pollers: set[asyncio.Task[None]]) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
