@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     importlib.import_module("cloudq.cli_schedules").register(commands)
     importlib.import_module("cloudq.cli_ops").register(commands)
+    importlib.import_module("cloudq.cli_infra").register(commands)
     return parser
 
 

@@ -1,0 +1,59 @@
+"""``cloudq infra render APP [--format cloudformation|serverless] [-o FILE]``: infrastructure from the registry.
+
+Prints (or writes to FILE) the app's CloudFormation template, or with ``--format serverless`` the
+``resources:`` section for a serverless.yml; both as JSON, which YAML reads too. See :mod:`cloudq.infra` for
+what the template holds. Queue names come from the current settings, so render with the target
+environment's ``CLOUDQ_QUEUE_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cloudq.cli import load_app
+from cloudq.errors import ConfigurationError
+
+__all__ = ["register"]
+
+
+def cmd_infra_render(ns: argparse.Namespace) -> int:
+    from cloudq.infra import render
+
+    app_spec = ns.app or os.environ.get("CLOUDQ_APP", "")
+    app = load_app(app_spec)
+    text = render(app, app_spec, ns.format, backlog_age_threshold_s=ns.backlog_age_threshold)
+    if ns.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(ns.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {ns.output}: {exc.strerror or exc}") from exc
+    print(f"wrote {ns.output} ({ns.format}, {len(text.splitlines())} lines)", file=sys.stderr)
+    return 0
+
+
+def _alarm_seconds(text: str) -> int:
+    value = int(text)
+    if value < 60:
+        raise argparse.ArgumentTypeError("must be at least 60 seconds")
+    return value
+
+
+def register(commands: Any) -> None:
+    """Add ``infra`` and its subcommands to the ``cloudq`` parser's subcommands."""
+    infra = commands.add_parser("infra", help="infrastructure as code, generated from the task registry")
+    sub = infra.add_subparsers(dest="infra_command", required=True, metavar="SUBCOMMAND")
+
+    render = sub.add_parser("render", help="print the app's CloudFormation template (queues, DLQs, alarms, schedules, IAM, ECS)")
+    render.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
+    render.add_argument("--format", choices=("cloudformation", "serverless"), default="cloudformation",
+                        help="a whole CloudFormation template (default) or a serverless.yml resources: section")  # fmt: skip
+    render.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    render.add_argument("--backlog-age-threshold", type=_alarm_seconds, default=300, metavar="S",
+                        help="default of the oldest-job age alarm, in seconds (default 300)")  # fmt: skip
+    render.set_defaults(func=cmd_infra_render)
