@@ -16,20 +16,8 @@ import pytest
 from cloudq.cli import main
 from cloudq.worker import Worker
 
+from ..unit.test_cli_ops import APP  # the same app module as the unit tests of these commands
 from .conftest import ensure_queues, receive_all
-
-APP = '''
-import cloudq
-app = cloudq.App("ops")
-FAIL = {"on": True}
-DONE = []
-
-@app.task(name="billing.charge", queue="billing", max_retries=0)
-def charge(customer: str, cents: int) -> None:
-    if FAIL["on"]:
-        raise RuntimeError("card declined")
-    DONE.append((customer, cents))
-'''
 
 
 @pytest.fixture
