@@ -13,8 +13,7 @@ from datetime import datetime
 import pytest
 
 from cloudq.brokers.base import Broker, Delivery, OutgoingMessage, QueueConfig
-
-pytestmark = pytest.mark.unit
+from cloudq.brokers.sqs import SqsBroker
 
 Advance = Callable[[float], None]
 
@@ -84,6 +83,11 @@ async def test_stale_receipt_is_ignored(broker: Broker, queue: str, advance: Adv
 
     await broker.ack(queue, [stale])
     await broker.change_visibility(queue, [stale], 0)
+    if isinstance(broker, SqsBroker):
+        # SQS documents a delete with an older receipt handle as "succeeds, but the message might not
+        # be deleted" (LocalStack deletes it): only "no error" is common ground, and the worker never
+        # relies on more. The in-process brokers take the strict reading.
+        return
     assert broker.stats(queue).in_flight == 1
     assert await receive_none(broker, queue) == []
 
@@ -134,7 +138,7 @@ async def test_redrive_to_dead_letter_queue(broker: Broker, queue: str, advance:
     for _ in range(2):
         assert len(await receive_n(broker, queue, 1)) == 1
         advance(1.5)
-    assert await receive_none(broker, queue) == []
+    assert await broker.receive(queue, max_messages=10, wait_s=1) == []  # SQS moves it during a (long-poll) receive
 
     [dead] = await receive_n(broker, dlq, 1)
     assert (dead.message_id, dead.body, dead.attributes) == (message_id, "poison", {"task": "boom"})
@@ -208,6 +212,8 @@ async def test_long_poll_returns_message_sent_during_wait(broker: Broker, queue:
 def ops_broker(broker: Broker) -> Broker:
     if not hasattr(broker, "move_messages"):
         pytest.skip("this broker has no ops helpers")
+    if isinstance(broker, SqsBroker):
+        pytest.skip("SQS's peek/redrive/purge are covered end to end in tests/integration/test_cli_ops.py")
     return broker
 
 
