@@ -15,9 +15,13 @@ Producing from a web handler::
     await charge.adelay("order-42", amount_cents=1999)  # async producer, never blocks the loop
 
 The tasks show the API, one behaviour each: a sync task, an async task with its own
-queue, retries and timeout, a task that asks to be retried (``cloudq.Retry``), and a
-task that gives up on purpose (``cloudq.Reject``, straight to the dead-letter queue).
+queue, retries and timeout, a task that asks to be retried (``cloudq.Retry``), a task
+that gives up on purpose (``cloudq.Reject``, straight to the dead-letter queue), and a
+periodic task (``@app.periodic``) that AWS fires on a schedule.
 The "external services" are simulated, so the tasks are fast and need no network.
+
+On AWS Lambda the handler is :mod:`cloudq.examples.shop_lambda` (``serverless.yml`` deploys
+it), kept apart so that importing this module in a worker or a web process builds no handler.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import structlog
 
 import cloudq
 
-__all__ = ["app", "charge", "notify_legacy_crm", "send_welcome_email", "update_search_index"]
+__all__ = ["app", "charge", "hourly_revenue_report", "notify_legacy_crm", "send_welcome_email", "update_search_index"]
 
 logger = structlog.get_logger(__name__)
 
@@ -84,3 +88,16 @@ def notify_legacy_crm(customer_id: str) -> None:
     with the reason attached for whoever looks at the DLQ.
     """
     raise cloudq.Reject(f"legacy CRM was retired; customer {customer_id} not notified")
+
+
+@app.periodic("rate(1 hour)", name="reports.hourly_revenue")
+def hourly_revenue_report() -> None:
+    """A periodic task on the default queue: every hour, one job with no arguments.
+
+    In production AWS fires it: the EventBridge rule in ``infra/cloudformation.json`` and
+    ``serverless.yml`` sends the job to the queue (``cloudq schedules sync`` can create the
+    same rule instead). On the local broker the worker fires it itself, on the full hours
+    (UTC); a fresh database only records the task, so nothing fires at start-up.
+    """
+    revenue_cents = 0  # a real app would sum the last hour's orders from its database here
+    logger.debug("report.hourly_revenue", revenue_cents=revenue_cents)

@@ -249,10 +249,24 @@ def test_queue_policy_lets_only_the_rules_send(app: cloudq.App) -> None:
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ReportsHourlyScheduleRule", "Arn"]}}}
 
 
-def test_app_without_periodic_tasks_has_no_rules(shop_app: cloudq.App) -> None:
+def test_app_without_periodic_tasks_has_no_rules() -> None:
     """No periodic tasks, no rules and no queue policies."""
-    template = render_template(shop_app, SHOP_SPEC)
+    app = cloudq.App("plain", settings=cloudq.Settings(broker="memory"))
+
+    @app.task
+    def work() -> None: ...
+
+    template = render_template(app, "x:app")
     assert not resources_of(template, "AWS::Events::Rule") and not resources_of(template, "AWS::SQS::QueuePolicy")
+
+
+def test_example_app_has_one_rule_for_its_periodic_task(shop_app: cloudq.App) -> None:
+    """The committed template of the example app schedules its one periodic task on the default queue."""
+    template = render_template(shop_app, SHOP_SPEC)
+    rules = resources_of(template, "AWS::Events::Rule")
+    assert list(rules) == ["ReportsHourlyRevenueScheduleRule"] and list(resources_of(template, "AWS::SQS::QueuePolicy")) == ["DefaultQueuePolicy"]
+    [target] = rules["ReportsHourlyRevenueScheduleRule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["DefaultQueue", "Arn"]} and json.loads(target["Input"])["task"] == "reports.hourly_revenue"
 
 
 def test_schedules_rules_cannot_express_are_refused(app: cloudq.App) -> None:
