@@ -197,6 +197,9 @@ def ensure_queue_attributes(queue: str, config: QueueConfig, dlq_arn: str | None
     }
     if is_fifo(queue):
         attributes["FifoQueue"] = "true"
+        # EventBridge targets (periodic tasks) send without a dedup id and need content-based dedup;
+        # cloudq's own sends always carry an explicit MessageDeduplicationId, which takes precedence.
+        attributes["ContentBasedDeduplication"] = "true"
     if dlq_arn:
         attributes["RedrivePolicy"] = json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count}

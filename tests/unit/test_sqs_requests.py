@@ -79,6 +79,7 @@ def test_queue_attributes_include_redrive_and_encryption() -> None:
     """ensure_queue sets the RedrivePolicy to the DLQ and SSE."""
     attributes = rq.ensure_queue_attributes("q.fifo", QueueConfig(dead_letter_queue="d", max_receive_count=4), "arn:d")
     assert '"maxReceiveCount": 4' in attributes["RedrivePolicy"] and attributes["FifoQueue"] == "true"
+    assert attributes["ContentBasedDeduplication"] == "true"  # EventBridge rule targets need it
     assert attributes["SqsManagedSseEnabled"] == "true"
 
 
