@@ -26,7 +26,7 @@ export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
 .PHONY: help venv demo test test-unit test-integration bench localstack-up localstack-down localstack-status
 
 help:
-	@echo "make venv              create .venv and pip install -e '.[dev,bench]'"
+	@echo "make venv              create .venv and pip install -e '.[dev,bench,demo]'"
 	@echo "make demo              run 'cloudq demo'"
 	@echo "make test              all tests, against a LocalStack started on port $(LOCALSTACK_TEST_PORT) and stopped after"
 	@echo "make test-unit         unit tests only (no LocalStack)"
@@ -39,7 +39,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "cloudq needs Python >= 3.10; try make PYTHON=python3.11")'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench,demo]'
 	touch $@
 
 demo: venv

@@ -9,10 +9,16 @@ Public API only; everything else lives in private-by-convention modules::
     def send_welcome_email(user_email: str) -> None: ...
 
     send_welcome_email.delay("a@b.c")
+
+The exceptions are imported with the package; every other name loads its module on first access
+(PEP 562), so ``import cloudq`` costs a Lambda cold start almost nothing until an app is built:
+``cloudq.App`` brings in pydantic-settings, and boto3/aioboto3 load only when the SQS broker is created.
 """
 
-from cloudq.app import App
-from cloudq.envelope import Envelope
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from cloudq.errors import (
     ArgumentsError,
     BrokerError,
@@ -27,8 +33,12 @@ from cloudq.errors import (
     TaskNotFound,
     TaskSignal,
 )
-from cloudq.settings import Settings
-from cloudq.tasks import JobRef, SendOptions, Task
+
+if TYPE_CHECKING:
+    from cloudq.app import App
+    from cloudq.envelope import Envelope
+    from cloudq.settings import Settings
+    from cloudq.tasks import JobRef, SendOptions, Task
 
 __version__ = "0.1.0"
 
@@ -53,3 +63,26 @@ __all__ = [
     "TaskSignal",
     "__version__",
 ]
+
+# Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "App": "cloudq.app",
+    "Envelope": "cloudq.envelope",
+    "JobRef": "cloudq.tasks",
+    "SendOptions": "cloudq.tasks",
+    "Settings": "cloudq.settings",
+    "Task": "cloudq.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cloudq' has no attribute {name!r}")
+    # __import__, the import statement's own path: -X importtime does not see importlib.import_module
+    value = getattr(__import__(_LAZY[name], fromlist=[name]), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,6 +6,11 @@ retry, one is rejected to the dead-letter queue), drains them with the same in-p
 a terminal, and ends with a summary: counts, throughput, the dead letter read back from
 its DLQ, and how to run the same app on SQS.
 
+The bar and the summary table are drawn with rich, the ``cloudq[demo]`` extra, which is no
+dependency of cloudq itself: structlog imports rich whenever it is installed, and that would
+cost every worker and Lambda cold start about 100 ms. Without rich the demo prints the same
+report as plain text, with a one-line progress counter on a terminal.
+
 The broker file is ``.cloudq/demo.db`` in the working directory, deleted at the start of
 each run, so every run starts empty and never touches the default ``.cloudq/broker.db``.
 """
@@ -14,20 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import structlog
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from cloudq.app import App
 from cloudq.brokers.base import Delivery
@@ -36,6 +37,9 @@ from cloudq.envelope import Envelope
 from cloudq.errors import ConfigurationError, EnvelopeError
 from cloudq.settings import Settings
 from cloudq.worker import Worker, WorkerStats
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["DEMO_DB", "run_demo"]
 
@@ -73,24 +77,27 @@ def demo_settings() -> Settings:
 
 
 def run_demo(n: int, *, console: Console | None = None) -> int:
-    """Run the demo with ``n`` jobs; 0 when every job settled, 1 when the run stalled."""
+    """Run the demo with ``n`` jobs; 0 when every job settled, 1 when the run stalled.
+
+    Output goes to ``console``, else to a rich console on stdout, else (rich not installed) to stdout as plain text.
+    """
     if n < 3:
         raise ConfigurationError("the demo needs at least 3 jobs (-n 3): one to retry, one to dead-letter, one to succeed")
-    console = console or Console()
+    out = _output(console)
     settings = demo_settings()
     run = DemoRun(jobs=n, concurrency=settings.concurrency)
-    with _example_app_on(settings) as app, _outcome_logs_dropped(console):
+    with _example_app_on(settings) as app, _outcome_logs_dropped(out):
         _delete_database(Path(settings.local_path))  # before the app's broker first opens it
-        console.print(f"cloudq demo: [bold]{APP_SPEC}[/] on the local broker ([cyan]{settings.local_path}[/])")
+        out.title(APP_SPEC, settings.local_path)
         started = time.perf_counter()
         _enqueue(n)
         run.enqueue_s = time.perf_counter() - started
-        asyncio.run(_drain(app, run, console))
+        asyncio.run(_drain(app, run, out))
         run.dead_letters = _dead_letters(app)
-    console.print(_summary(run))
-    console.print(_next_steps(), soft_wrap=True, highlight=False)
+    out.summary("cloudq demo summary", _summary_rows(run))
+    out.next_steps(_next_steps())
     if not run.settled:
-        console.print(f"[red]stopped: no job settled for {_STALL_S:g}s[/]")
+        out.error(f"stopped: no job settled for {_STALL_S:g}s")
     return 0 if run.settled else 1
 
 
@@ -135,12 +142,11 @@ def _enqueue(n: int) -> None:
     charge.map((f"order-{i}", 100 + i) for i in range(charges))
 
 
-async def _drain(app: App, run: DemoRun, console: Console) -> None:
+async def _drain(app: App, run: DemoRun, out: _Output) -> None:
     """Run a worker on every queue until all jobs succeeded or dead-lettered, then stop it."""
-    worker = Worker(app)
+    worker = Worker(app, fire_schedules=False)  # the demo counts exactly N jobs: no hourly firing mid-run
     stats = worker.stats
-    with _progress(console) as progress:
-        bar = progress.add_task("draining", total=run.jobs)
+    with out.progress(run.jobs) as show_settled:
         started = last_change = time.perf_counter()
         working = asyncio.create_task(worker.run())
         settled = 0
@@ -149,33 +155,13 @@ async def _drain(app: App, run: DemoRun, console: Console) -> None:
             now = time.perf_counter()
             if stats.succeeded + stats.dead_lettered != settled:
                 settled, last_change = stats.succeeded + stats.dead_lettered, now
-                progress.update(bar, completed=settled)
+                show_settled(settled)
             if settled >= run.jobs or now - last_change > _STALL_S:
                 run.elapsed_s, run.settled = now - started, settled >= run.jobs
                 worker.stop("demo finished" if run.settled else "demo stalled")
                 break
         run.stats = await working  # re-raises the worker's fatal error, if any
     await app.aclose()
-
-
-def _progress(console: Console) -> Progress:
-    """A live bar of settled jobs; off when stdout is not a terminal (logs, CI, pipes)."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        elapsed = task.elapsed or 0
-        return Text(f"{task.completed / elapsed:,.0f} jobs/s" if elapsed > 0 else "", style="progress.data.speed")
 
 
 def _dead_letters(app: App) -> list[tuple[str, Delivery]]:
@@ -189,30 +175,27 @@ def _dead_letters(app: App) -> list[tuple[str, Delivery]]:
     return found
 
 
-def _summary(run: DemoRun) -> Table:
-    table = Table(title="cloudq demo summary", box=box.SIMPLE, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+def _summary_rows(run: DemoRun) -> list[tuple[str, str]]:
     stats = run.stats
-    table.add_row("processed", f"{stats.succeeded + stats.dead_lettered:,} of {run.jobs:,} jobs ({stats.succeeded:,} succeeded)")
-    table.add_row("retried", f"{stats.retried:,} (failed once, succeeded on a retry 1 s later)")
-    table.add_row("dead-lettered", f"{stats.dead_lettered:,}")
-    table.add_row("enqueued", f"in {run.enqueue_s:.2f} s with .map")
-    table.add_row("elapsed", f"{run.elapsed_s:.2f} s to drain (one worker, concurrency {run.concurrency})")
-    table.add_row("jobs/s", f"{run.jobs_per_s:,.0f}")
-    for dlq, delivery in run.dead_letters:
-        table.add_row("dead letter", _describe_dead_letter(dlq, delivery))
-    return table
+    rows = [
+        ("processed", f"{stats.succeeded + stats.dead_lettered:,} of {run.jobs:,} jobs ({stats.succeeded:,} succeeded)"),
+        ("retried", f"{stats.retried:,} (failed once, succeeded on a retry 1 s later)"),
+        ("dead-lettered", f"{stats.dead_lettered:,}"),
+        ("enqueued", f"in {run.enqueue_s:.2f} s with .map"),
+        ("elapsed", f"{run.elapsed_s:.2f} s to drain (one worker, concurrency {run.concurrency})"),
+        ("jobs/s", f"{run.jobs_per_s:,.0f}"),
+    ]
+    return rows + [("dead letter", _describe_dead_letter(dlq, delivery)) for dlq, delivery in run.dead_letters]
 
 
-def _next_steps() -> Text:
-    """The same app on SQS: two environment variables (LocalStack takes any credentials)."""
-    return Text.assemble(
-        "The same app on SQS (LocalStack on :4566) takes two environment variables:\n",
-        (f"  export {SQS_ENV}\n", "bold"),
-        f"  cloudq queues ensure {APP_SPEC}   # once: the queues and their DLQs\n",
-        f"  cloudq worker {APP_SPEC}",
-    )
+def _next_steps() -> list[tuple[str, bool]]:
+    """The same app on SQS: two environment variables (LocalStack takes any credentials). Lines, and whether bold."""
+    return [
+        ("The same app on SQS (LocalStack on :4566) takes two environment variables:", False),
+        (f"  export {SQS_ENV}", True),
+        (f"  cloudq queues ensure {APP_SPEC}   # once: the queues and their DLQs", False),
+        (f"  cloudq worker {APP_SPEC}", False),
+    ]
 
 
 def _describe_dead_letter(dlq: str, delivery: Delivery) -> str:
@@ -225,15 +208,157 @@ def _describe_dead_letter(dlq: str, delivery: Delivery) -> str:
     return f"queue {dlq}: task {task}, {reason}: {error}"
 
 
-# -- logging during the demo ------------------------------------------------------------------
-class _ConsoleLogger:
-    """structlog output through the rich console, so a warning prints above the live bar."""
+# -- output: rich when installed, plain text otherwise ------------------------------------------
+class _Output(Protocol):
+    is_terminal: bool
+
+    def title(self, app_spec: str, path: str) -> None: ...
+    def progress(self, total: int) -> AbstractContextManager[Callable[[int], None]]: ...
+    def summary(self, title: str, rows: list[tuple[str, str]]) -> None: ...
+    def next_steps(self, lines: list[tuple[str, bool]]) -> None: ...
+    def error(self, text: str) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+def _output(console: Console | None) -> _Output:
+    if console is not None:
+        return _RichOutput(console)
+    try:
+        from rich.console import Console
+    except ImportError:
+        return _PlainOutput(sys.stdout)
+    return _RichOutput(Console())
+
+
+class _RichOutput:
+    """A live bar and a summary table on a rich console."""
 
     def __init__(self, console: Console) -> None:
-        self._console = console
+        self.console = console
+        self.is_terminal = console.is_terminal
+
+    def title(self, app_spec: str, path: str) -> None:
+        self.console.print(f"cloudq demo: [bold]{app_spec}[/] on the local broker ([cyan]{path}[/])")
+
+    @contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[int], None]]:
+        with _rich_progress(self.console) as progress:
+            bar = progress.add_task("draining", total=total)
+            yield lambda completed: progress.update(bar, completed=completed)
+
+    def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for label, value in rows:
+            table.add_row(label, value)
+        self.console.print(table)
+
+    def next_steps(self, lines: list[tuple[str, bool]]) -> None:
+        from rich.text import Text
+
+        last = len(lines) - 1
+        parts = [(text + ("\n" if i < last else ""), "bold" if bold else "") for i, (text, bold) in enumerate(lines)]
+        self.console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
+
+    def error(self, text: str) -> None:
+        self.console.print(text, style="red", markup=False, highlight=False)
+
+    def log(self, message: str) -> None:
+        """structlog output through the console, so a warning prints above the live bar."""
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _rich_progress(console: Console) -> Any:
+    """A live bar of settled jobs; off when stdout is not a terminal (logs, CI, pipes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
+    from rich.progress import TimeElapsedColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            elapsed = task.elapsed or 0
+            return Text(f"{task.completed / elapsed:,.0f} jobs/s" if elapsed > 0 else "", style="progress.data.speed")
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+class _PlainOutput:
+    """The same report as plain text (rich not installed); on a terminal, one counter line rewritten in place."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.is_terminal = stream.isatty()
+        self._counter = ""  # the counter line on screen, if any
+
+    def _line(self, text: str) -> None:
+        if self._counter:  # end the counter's line; its next update draws it again below
+            self._stream.write("\n")
+            self._counter = ""
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def title(self, app_spec: str, path: str) -> None:
+        self._line(f"cloudq demo: {app_spec} on the local broker ({path})")
+        if self.is_terminal:
+            self._line("(pip install 'cloudq[demo]' for a live progress bar)")
+
+    @contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[int], None]]:
+        started = time.perf_counter()
+
+        def show(completed: int) -> None:
+            if not self.is_terminal:
+                return
+            elapsed = time.perf_counter() - started
+            rate = f"{completed / elapsed:,.0f} jobs/s" if elapsed > 0 else ""
+            counter = f"draining {completed:,}/{total:,} jobs  {rate}  {elapsed:.1f} s"
+            self._stream.write("\r" + counter.ljust(len(self._counter)))
+            self._stream.flush()
+            self._counter = counter
+
+        try:
+            yield show
+        finally:
+            if self._counter:
+                self._stream.write("\n")
+                self._counter = ""
+
+    def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
+        width = max(len(label) for label, _ in rows)
+        self._line("\n".join(["", title, *(f"  {label:<{width}}  {value}" for label, value in rows), ""]))
+
+    def next_steps(self, lines: list[tuple[str, bool]]) -> None:
+        self._line("\n".join(text for text, _ in lines))
+
+    def error(self, text: str) -> None:
+        self._line(text)
+
+    def log(self, message: str) -> None:
+        self._line(message)
+
+
+# -- logging during the demo ------------------------------------------------------------------
+class _OutputLogger:
+    """A structlog logger that writes through the demo's output."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
 
     def msg(self, message: str) -> None:
-        self._console.print(message, markup=False, highlight=False, soft_wrap=True)
+        self._write(message)
 
     log = debug = info = warning = warn = error = err = critical = exception = fatal = failure = msg
 
@@ -245,7 +370,7 @@ def _drop_outcomes(_: Any, __: str, event_dict: Any) -> Any:
 
 
 @contextmanager
-def _outcome_logs_dropped(console: Console) -> Iterator[None]:
+def _outcome_logs_dropped(out: _Output) -> Iterator[None]:
     """Warnings and errors only, minus the per-job outcome lines; the previous config is restored."""
     previous = structlog.get_config() if structlog.is_configured() else None
     structlog.configure(
@@ -253,10 +378,10 @@ def _outcome_logs_dropped(console: Console) -> Iterator[None]:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _drop_outcomes,
-            structlog.dev.ConsoleRenderer(colors=console.is_terminal, exception_formatter=structlog.dev.plain_traceback),
+            structlog.dev.ConsoleRenderer(colors=out.is_terminal, exception_formatter=structlog.dev.plain_traceback),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=lambda *_: _ConsoleLogger(console),
+        logger_factory=lambda *_: _OutputLogger(out.log),
         cache_logger_on_first_use=False,
     )
     try:

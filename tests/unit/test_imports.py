@@ -1,0 +1,116 @@
+"""What importing cloudq loads: a Lambda cold start pays for every module, so the heavy ones stay out.
+
+Each check runs in a fresh interpreter, since this test process has long imported everything. Timing is
+measured by ``python -m bench.coldstart``, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+# Runs argv[1] and prints, as JSON, the top-level packages then loaded and which module first imported each.
+# The packages named in argv[2:] behave as if they were not installed.
+PROBE = r'''
+import json, sys
+
+def importer():
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("importlib", "_frozen_importlib")):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "?") if frame is not None else "?"
+
+class Watch:
+    def __init__(self, uninstalled):
+        self.uninstalled, self.importers = uninstalled, {}
+
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in self.uninstalled:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        self.importers.setdefault(top, importer())
+        return None
+
+watch = Watch(set(sys.argv[2:]))
+sys.meta_path.insert(0, watch)
+exec(compile(sys.argv[1], "<probe>", "exec"), {"__name__": "__probe__"})
+loaded = sorted({name.partition(".")[0] for name in sys.modules})
+print(json.dumps({"loaded": loaded, "importers": watch.importers}))
+'''
+
+SQS_STACK = ("aioboto3", "aiobotocore", "boto3", "botocore", "tenacity")
+
+
+def child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
+
+
+def probe(statement: str, cwd: Path, *, uninstalled: Sequence[str] = ()) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, statement, *uninstalled],
+        cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return report
+
+
+def test_import_cloudq_loads_neither_aws_sdks_nor_pydantic_nor_rich(tmp_path: Path) -> None:
+    """``import cloudq`` loads the exceptions only: no AWS SDK, tenacity, pydantic, structlog or rich."""
+    loaded = set(probe("import cloudq", tmp_path)["loaded"])
+
+    assert loaded.isdisjoint({*SQS_STACK, "pydantic", "pydantic_settings", "structlog", "rich"}), loaded
+
+
+def test_public_names_load_their_modules_on_first_access(tmp_path: Path) -> None:
+    """``cloudq.Settings`` brings in pydantic-settings then, and every name in ``__all__`` resolves."""
+    report = probe("import cloudq\ncloudq.Settings\nfor name in cloudq.__all__: getattr(cloudq, name)", tmp_path)
+
+    assert "pydantic_settings" in report["loaded"]
+    assert set(report["loaded"]).isdisjoint({*SQS_STACK, "rich"})
+
+
+def test_importing_the_example_app_loads_no_sqs_stack_and_rich_only_through_structlog(tmp_path: Path) -> None:
+    """Tasks are importable without boto3/aioboto3/tenacity; cloudq itself never imports rich.
+
+    structlog imports rich on its own whenever it is installed (here: the demo extra), which is why rich
+    is an extra and not a dependency; what cloudq controls is that no cloudq module asks for it.
+    """
+    report = probe("import cloudq.examples.shop", tmp_path)
+
+    assert set(report["loaded"]).isdisjoint(SQS_STACK), report["loaded"]
+    assert report["importers"].get("rich", "structlog").startswith("structlog."), report["importers"]["rich"]
+
+
+def test_the_example_app_imports_without_rich(tmp_path: Path) -> None:
+    """Without the demo extra (rich not installed), the example app still imports and builds its app."""
+    report = probe("import cloudq.examples.shop as shop\nassert shop.app.registry", tmp_path, uninstalled=["rich"])
+
+    assert "rich" not in report["loaded"]
+
+
+def test_demo_prints_its_report_as_plain_text_without_rich(tmp_path: Path) -> None:
+    """``cloudq demo`` without rich: every job settles and the summary has the same lines as with rich."""
+    run = "from cloudq.cli import main\nraise SystemExit(main(['demo', '-n', '20']))"
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, run, "rich"],
+        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout
+    assert re.search(r"^\s*processed\s+20 of 20 jobs \(19 succeeded\)", out, re.MULTILINE), out
+    assert re.search(r"^\s*dead-lettered\s+1$", out, re.MULTILINE), out
+    assert re.search(r"dead letter\s+queue default-dlq: task crm.notify_legacy, rejected", out), out
+    assert "cloudq worker cloudq.examples.shop:app" in out
+    assert result.stderr == "" and "\x1b" not in out and "\r" not in out
