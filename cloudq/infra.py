@@ -104,7 +104,7 @@ class _Resources(dict[str, dict[str, Any]]):
 
 # -- queues ----------------------------------------------------------------------------------------------------
 def queue_properties(
-    physical: str, config: QueueConfig, *, dlq_arn: Any = None, content_dedup: bool = False, tags: list[dict[str, str]] | None = None
+    physical: str, config: QueueConfig, *, dlq_arn: Any = None, tags: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
     """AWS::SQS::Queue properties: the attributes ``cloudq queues ensure`` sets, in CloudFormation's types."""
     props: dict[str, Any] = {
@@ -117,18 +117,17 @@ def queue_properties(
         props["Tags"] = tags
     if is_fifo(physical):
         props["FifoQueue"] = True
-        if content_dedup:
-            props["ContentBasedDeduplication"] = True
+        props["ContentBasedDeduplication"] = True  # EventBridge targets need it; cloudq's explicit dedup ids win
     if dlq_arn is not None:
         props["RedrivePolicy"] = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count}
     return props
 
 
-def _queue_resources(resources: _Resources, plan: QueuePlan, qid: str, content_dedup: bool, tags: list[dict[str, str]]) -> None:
+def _queue_resources(resources: _Resources, plan: QueuePlan, qid: str, tags: list[dict[str, str]]) -> None:
     """The queue (with its RedrivePolicy) and its DLQ; a DLQ keeps the source's visibility and retention."""
     dlq_id = f"{qid}DeadLetterQueue"
     dlq = queue_properties(plan.dead_letter_queue, QueueConfig(plan.config.visibility_timeout_s, retention_s=plan.config.retention_s), tags=tags)
-    queue = queue_properties(plan.physical, plan.config, dlq_arn=get_att(dlq_id, "Arn"), content_dedup=content_dedup, tags=tags)
+    queue = queue_properties(plan.physical, plan.config, dlq_arn=get_att(dlq_id, "Arn"), tags=tags)
     resources.add(f"{qid}Queue", {"Type": "AWS::SQS::Queue", "Properties": queue})
     resources.add(dlq_id, {"Type": "AWS::SQS::Queue", "Properties": dlq})
 
@@ -266,11 +265,10 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
     plans = plan_queues(app)
     qids = logical_ids(plan.queue for plan in plans)
     specs = _periodic_specs(app)
-    scheduled = {spec.queue for spec in specs}
     tags = owner_tags(Owner(app.name, app.settings.queue_prefix))
     resources = _Resources()
     for plan in plans:
-        _queue_resources(resources, plan, qids[plan.queue], plan.queue in scheduled, tags)
+        _queue_resources(resources, plan, qids[plan.queue], tags)
         _alarms(resources, plan, qids[plan.queue], knobs)
     _iam_policies(resources, app, [qids[plan.queue] for plan in plans])
     _schedules(resources, app, specs, qids)

@@ -169,7 +169,7 @@ def test_fifo_queue_has_a_fifo_dlq_and_content_dedup_for_eventbridge(app: cloudq
     resources = render_template(app, "x:app")["Resources"]
     queue, dlq = resources["LedgerFifoQueue"]["Properties"], resources["LedgerFifoDeadLetterQueue"]["Properties"]
     assert queue["FifoQueue"] is True and queue["ContentBasedDeduplication"] is True
-    assert dlq["QueueName"] == "r-ledger-dlq.fifo" and dlq["FifoQueue"] is True and "ContentBasedDeduplication" not in dlq
+    assert dlq["QueueName"] == "r-ledger-dlq.fifo" and dlq["FifoQueue"] is True and dlq["ContentBasedDeduplication"] is True
 
 
 def test_queue_properties_match_what_queues_ensure_sets(app: cloudq.App) -> None:
