@@ -11,8 +11,9 @@ Public API only; everything else lives in private-by-convention modules::
     send_welcome_email.delay("a@b.c")
 
 The exceptions are imported with the package; every other name loads its module on first access
-(PEP 562), so ``import cloudq`` costs a Lambda cold start almost nothing until an app is built:
-``cloudq.App`` brings in pydantic-settings, and boto3/aioboto3 load only when the SQS broker is created.
+(PEP 562), so ``import cloudq`` costs a Lambda cold start almost nothing. An app built without
+explicit settings reads ``CLOUDQ_*`` without pydantic (:mod:`cloudq.settings_env`); pydantic-settings
+loads with ``cloudq.Settings``, and boto3/aioboto3 only when the SQS broker is created.
 """
 
 from __future__ import annotations

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from cloudq.brokers import Broker, create_broker
 from cloudq.errors import ConfigurationError, TaskNotFound
 from cloudq.producer import Producer
-from cloudq.settings import Settings
+from cloudq.settings_env import EnvSettings, load_settings
 from cloudq.tasks import JobRef, SendOptions, Task
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from cloudq.aws_lambda import LambdaHandler
+    from cloudq.settings import Settings
     from cloudq.schedules.periodic import PeriodicSpec
 
 __all__ = ["App"]
@@ -31,11 +32,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class App:
     """A named set of tasks plus how to reach their queues."""
 
-    def __init__(self, name: str, *, settings: Settings | None = None, broker: Broker | None = None) -> None:
+    def __init__(self, name: str, *, settings: Settings | EnvSettings | None = None, broker: Broker | None = None) -> None:
         if not name:
             raise ConfigurationError("App needs a name")
         self.name = name
-        self.settings = settings if settings is not None else Settings()
+        # Without explicit settings, CLOUDQ_* is read without importing pydantic (see cloudq.settings_env).
+        self.settings: Settings | EnvSettings = settings if settings is not None else load_settings()
         self.registry: dict[str, Task[Any, Any]] = {}
         self.periodic_tasks: dict[str, PeriodicSpec] = {}
         self._broker = broker

@@ -131,9 +131,9 @@ def cmd_health(ns: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from cloudq.settings import Settings
+    from cloudq.settings_env import load_settings
 
-    path = ns.path or Settings().heartbeat_path
+    path = ns.path or load_settings().heartbeat_path
     if not path:
         raise ConfigurationError("no heartbeat file: set CLOUDQ_HEARTBEAT_PATH for the worker and this check")
     try:

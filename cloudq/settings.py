@@ -11,13 +11,18 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloudq.brokers.base import is_fifo
+from cloudq.settings_env import QueueNaming
 
 __all__ = ["Settings"]
 
 
-class Settings(BaseSettings):
-    """All of cloudq's knobs; each field is ``CLOUDQ_<FIELD>`` in the environment."""
+class Settings(QueueNaming, BaseSettings):
+    """All of cloudq's knobs; each field is ``CLOUDQ_<FIELD>`` in the environment.
+
+    An app built without settings reads the same variables through
+    :class:`cloudq.settings_env.EnvSettings`, which skips importing pydantic (cold starts)
+    and defers to this model for anything but plain values.
+    """
 
     model_config = SettingsConfigDict(env_prefix="CLOUDQ_", extra="forbid", validate_default=True)
 
@@ -54,13 +59,3 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("queue name must not be empty")
         return value
-
-    def queue_name(self, queue: str) -> str:
-        """The physical queue name of logical queue ``queue``."""
-        return f"{self.queue_prefix}{queue}"
-
-    def dlq_name(self, queue: str) -> str:
-        """The physical dead-letter queue of logical ``queue`` (``-dlq`` before ``.fifo``)."""
-        if is_fifo(queue):
-            return f"{self.queue_prefix}{queue[: -len('.fifo')]}-dlq.fifo"
-        return f"{self.queue_prefix}{queue}-dlq"

@@ -14,11 +14,12 @@ from cloudq.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from cloudq.settings import Settings
+    from cloudq.settings_env import EnvSettings
 
 __all__ = ["Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "create_broker"]
 
 
-def create_broker(settings: Settings) -> Broker:
+def create_broker(settings: Settings | EnvSettings) -> Broker:
     """Build the broker named by ``settings.broker``."""
     if settings.broker == "sqs":
         from cloudq.brokers.sqs import SqsBroker

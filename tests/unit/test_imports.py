@@ -114,3 +114,24 @@ def test_demo_prints_its_report_as_plain_text_without_rich(tmp_path: Path) -> No
     assert re.search(r"dead letter\s+queue default-dlq: task crm.notify_legacy, rejected", out), out
     assert "cloudq worker cloudq.examples.shop:app" in out
     assert result.stderr == "" and "\x1b" not in out and "\r" not in out
+
+
+def test_the_lambda_cold_path_loads_no_pydantic_nor_aws_async_stack(tmp_path: Path) -> None:
+    """Importing the handler and running a first successful record reads CLOUDQ_* without pydantic (about
+    85 ms of a cold start) and builds no aioboto3 client: Lambda deletes what succeeded."""
+    first_event = """
+import json, os
+os.environ.update(CLOUDQ_BROKER="sqs", CLOUDQ_REGION="eu-west-1", CLOUDQ_CONCURRENCY="4", CLOUDQ_LOG_LEVEL="WARNING")
+from cloudq.examples.shop_lambda import handler
+class Context:
+    aws_request_id, function_name = "r-1", "f"
+    def get_remaining_time_in_millis(self):
+        return 60_000
+body = json.dumps({"task": "cloudq.examples.shop.send_welcome_email", "args": ["ada@example.com"]})
+record = {"messageId": "m-1", "receiptHandle": "r-1", "body": body, "attributes": {"ApproximateReceiveCount": "1"},
+          "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:default"}
+assert handler({"Records": [record]}, Context()) == {"batchItemFailures": []}
+"""
+    loaded = set(probe(first_event, tmp_path, uninstalled=["rich"])["loaded"])
+
+    assert loaded.isdisjoint({"pydantic", "pydantic_settings", "pydantic_core", "aioboto3", "aiobotocore"}), loaded
