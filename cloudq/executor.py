@@ -75,41 +75,45 @@ async def execute(
     """
     attempt = delivery.receive_count
     bind_contextvars(message_id=delivery.message_id, attempt=attempt, queue=queue)
-    logger.debug("job.received")
+    # One logger per delivery: each call on the module's lazy proxy would assemble a new one, and
+    # levels below the configured one are no-ops on the assembled logger.
+    log = logger.bind()
+    log.debug("job.received")
     started = time.perf_counter()
-    policy = RetryPolicy(app.settings.retry_backoff_s, app.settings.retry_backoff_max_s)
-    max_retries = app.settings.max_retries
+    task: Task[Any, Any] | None = None
     try:
         envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
         bind_contextvars(job_id=envelope.id, task=envelope.task)
         if envelope.eta is not None:
             remaining = (envelope.eta - utcnow()).total_seconds()
             if remaining > 1:
-                logger.info("job.rescheduled", delay_s=round(remaining))
+                log.info("job.rescheduled", delay_s=round(remaining))
                 if is_fifo(queue):  # FIFO queues take no per-message delay: wait in place instead
                     return Outcome("retry", delay_s=min(SQS_MAX_VISIBILITY_S, round(remaining)))
                 return Outcome("reschedule", delay_s=min(SQS_MAX_DELAY_S, round(remaining)))
         task = app.get_task(envelope.task)
-        max_retries = task.max_retries
-        logger.debug("job.started")
+        log.debug("job.started")
         if on_start is not None:
             on_start(task)
         await call_task(task, envelope, run_sync)
     except asyncio.CancelledError:
         raise
     except (Exception, TaskSignal) as exc:  # noqa: BLE001 - a job's failure must never crash the worker
+        settings = app.settings
+        policy = RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s)
+        max_retries = task.max_retries if task is not None else settings.max_retries
         outcome = policy.decide(exc, attempt=attempt, max_retries=max_retries, source_queue=queue)
-        _log_failure(exc, outcome, _ms_since(started))
+        _log_failure(log, exc, outcome, _ms_since(started))
         return outcome
-    logger.info("job.succeeded", duration_ms=_ms_since(started))
+    log.info("job.succeeded", duration_ms=_ms_since(started))
     return Outcome.ack()
 
 
-def _log_failure(exc: BaseException, outcome: Outcome, duration_ms: float) -> None:
+def _log_failure(log: Any, exc: BaseException, outcome: Outcome, duration_ms: float) -> None:
     error = f"{type(exc).__name__}: {exc}"
     if not isinstance(exc, TaskSignal) and outcome.reason.get("cloudq-reason") in (None, "max_retries_exceeded"):
-        logger.warning("job.failed", error=error, duration_ms=duration_ms, exc_info=exc)
+        log.warning("job.failed", error=error, duration_ms=duration_ms, exc_info=exc)
     if outcome.kind == "retry":
-        logger.warning("job.retrying", error=error, delay_s=outcome.delay_s, duration_ms=duration_ms)
+        log.warning("job.retrying", error=error, delay_s=outcome.delay_s, duration_ms=duration_ms)
     else:
-        logger.error("job.dead_lettered", error=error, reason=outcome.reason.get("cloudq-reason"), duration_ms=duration_ms)
+        log.error("job.dead_lettered", error=error, reason=outcome.reason.get("cloudq-reason"), duration_ms=duration_ms)

@@ -302,3 +302,59 @@ _real_sleep = asyncio.sleep
 
 async def _fast_sleep(delay: float, *args: Any) -> Any:
     return await _real_sleep(min(delay, 0.01), *args)
+
+
+class RecordingBroker(MemoryBroker):
+    """Records the order in which receives and deletes start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    async def receive(self, queue: str, **kwargs: Any) -> Any:
+        self.order.append("receive")
+        return await super().receive(queue, **kwargs)
+
+    async def ack(self, queue: str, deliveries: Any) -> None:
+        self.order.append(f"delete {len(deliveries)}")
+        await super().ack(queue, deliveries)
+
+
+async def test_a_held_full_delete_batch_waits_for_unhold_and_a_timer_bounds_the_wait() -> None:
+    from cloudq.worker import AckBatcher
+
+    broker = RecordingBroker()
+    broker.send("q", [OutgoingMessage(str(i)) for i in range(20)])
+    deliveries = await broker.receive("q", max_messages=10, wait_s=0)
+    acks = AckBatcher(broker, flush_s=0.05)
+    acks.hold("q")
+    for d in deliveries:
+        acks.add("q", d)
+    await asyncio.sleep(0)
+    assert broker.order == ["receive"]  # full, but held
+    acks.unhold("q")
+    await acks.drain()
+    assert broker.order == ["receive", "delete 10"]
+
+    more = await broker.receive("q", max_messages=10, wait_s=0)
+    acks.hold("q")  # never released: the flush timer sends them anyway
+    for d in more:
+        acks.add("q", d)
+    await asyncio.sleep(0.2)
+    assert broker.order[-1] == "delete 10"
+    assert broker.stats("q").visible + broker.stats("q").in_flight == 0
+
+
+async def test_the_next_receive_starts_before_the_previous_batchs_delete() -> None:
+    """Deletes are off the critical path: each full batch's delete goes out after the receive that follows it."""
+    broker = RecordingBroker()
+    app = cloudq.App("shop", settings=cloudq.Settings(broker="memory"), broker=broker)
+
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    noop.map([()] * 30)
+    await burst(app, concurrency=10)
+
+    assert broker.order[:6] == ["receive", "receive", "delete 10", "receive", "delete 10", "receive"]
+    assert broker.order.count("delete 10") == 3
