@@ -96,48 +96,27 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, default_id: str | None = None) -> Envelope:
-        # The worker decodes every delivery: the common case (exact JSON types) is checked inline,
-        # anything else goes through _typed, which raises; the checks run in the same order either way.
-        get = data.get
-        version = get("v", ENVELOPE_VERSION)
+        version = data.get("v", ENVELOPE_VERSION)
         if version != ENVELOPE_VERSION:
             raise EnvelopeError(f"unsupported envelope version {version!r} (this cloudq reads v{ENVELOPE_VERSION})")
         if not _KNOWN_KEYS.issuperset(data):
             unknown = set(data) - _KNOWN_KEYS
             raise EnvelopeError(f"unknown envelope field(s): {', '.join(sorted(unknown))}")
-        task = get("task")
-        if type(task) is not str:
-            task = _typed(data, "task", str, required=True)
+        task = _typed(data, "task", str, required=True)
         if not task:
             raise EnvelopeError("envelope field 'task' must not be empty")
-        job_id = get("id")
-        if job_id is not None and type(job_id) is not str:
-            job_id = _typed(data, "id", str)
-        headers = get("headers")
-        if headers is not None and type(headers) is not dict:
-            headers = _typed(data, "headers", dict)
-        if headers:
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-                raise EnvelopeError("envelope field 'headers' must map strings to strings")
-        else:
-            headers = {}
-        enqueued_at = get("enqueued_at")
-        if enqueued_at is not None and type(enqueued_at) is not str:
-            enqueued_at = _typed(data, "enqueued_at", str)
-        eta = get("eta")
-        if eta is not None and type(eta) is not str:
-            eta = _typed(data, "eta", str)
-        args = get("args")
-        if args is not None and type(args) is not list:
-            args = _typed(data, "args", list)
-        kwargs = get("kwargs")
-        if kwargs is not None and type(kwargs) is not dict:
-            kwargs = _typed(data, "kwargs", dict)
+        job_id = _typed(data, "id", str) or default_id or uuid.uuid4().hex
+        headers = _typed(data, "headers", dict) or {}
+        if headers and not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise EnvelopeError("envelope field 'headers' must map strings to strings")
+        enqueued_at = _typed(data, "enqueued_at", str)
+        eta = _typed(data, "eta", str)
+        args = _typed(data, "args", list)
         return cls(
             task=task,
             args=tuple(args) if args else (),
-            kwargs=kwargs or {},
-            id=job_id or default_id or uuid.uuid4().hex,
+            kwargs=_typed(data, "kwargs", dict) or {},
+            id=job_id,
             enqueued_at=parse_time(enqueued_at, field_name="enqueued_at") if enqueued_at else utcnow(),
             eta=parse_time(eta, field_name="eta") if eta else None,
             headers=headers,
@@ -145,7 +124,11 @@ class Envelope:
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, *, required: bool = False) -> Any:
+    """``data[key]`` checked to be a ``kind`` (None if absent and not required); the worker runs this
+    for every field of every delivery, so the exact JSON type is checked first."""
     value = data.get(key)
+    if type(value) is kind:
+        return value
     if value is None:
         if required:
             raise EnvelopeError(f"envelope is missing required field {key!r}")
