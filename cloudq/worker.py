@@ -96,9 +96,10 @@ class AckBatcher:
         self._holds[queue] += 1
 
     def unhold(self, queue: str) -> None:
-        """End one hold; full batches held meanwhile go out now."""
+        """End one hold; full batches held meanwhile go out now, even if other pollers of the queue
+        still hold (they wait for slots: their receives are not due yet)."""
         self._holds[queue] -= 1
-        if not self._holds[queue] and len(self._pending.get(queue, ())) >= SQS_MAX_BATCH:
+        if len(self._pending.get(queue, ())) >= SQS_MAX_BATCH:
             self._flush(queue)
 
     def _flush(self, queue: str) -> None:

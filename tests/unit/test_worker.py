@@ -358,3 +358,22 @@ async def test_the_next_receive_starts_before_the_previous_batchs_delete() -> No
 
     assert broker.order[:6] == ["receive", "receive", "delete 10", "receive", "delete 10", "receive"]
     assert broker.order.count("delete 10") == 3
+
+
+async def test_with_several_pollers_per_queue_full_delete_batches_do_not_wait_for_the_timer() -> None:
+    """Concurrency 30 runs three pollers on one queue; each one's receive releases the deletes held so far."""
+    broker = RecordingBroker()
+    settings = cloudq.Settings(broker="memory", delete_flush_s=30)  # a timer flush would stall the test
+    app = cloudq.App("shop", settings=settings, broker=broker)
+
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    noop.map([()] * 90)
+    worker = Worker(app, concurrency=30, max_tasks=90)
+    await asyncio.wait_for(worker.run(), 10)
+
+    deleted = sum(int(op.split()[1]) for op in broker.order if op.startswith("delete"))
+    assert deleted == 90 and broker.stats("default").in_flight == 0
+    first_delete = broker.order.index(next(op for op in broker.order if op.startswith("delete")))
+    assert first_delete < len(broker.order) - 1  # deletes went out between receives, not only at the final drain
