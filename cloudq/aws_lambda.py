@@ -36,6 +36,8 @@ Two ways in:
 Time: before starting each record, the handler asks ``context.get_remaining_time_in_millis()``;
 below ``min_remaining_ms`` it starts nothing more and reports the unstarted records as failures (they
 come back after the mapping's visibility timeout) rather than being cut off half-done by the timeout.
+Records still running when only a quarter of that margin is left are reported as failures too, and
+the handler answers: a timeout would fail the whole batch, re-running the records that succeeded.
 
 One event loop per process, kept on the handler and reused by warm invocations: ``asyncio.run`` per
 invocation would close the loop and with it every aioboto3 client bound to it. Logging is configured
@@ -46,6 +48,7 @@ starts from clear structlog contextvars and binds ``aws_request_id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import json
@@ -204,13 +207,15 @@ def _skipped(record: Mapping[str, Any], why: str) -> RecordResult:
 
 
 class _Deadline:
-    """Whether there is still time to start a record: remaining time above the margin."""
+    """Whether there is still time to start a record (remaining time above ``margin_ms``), and how
+    long running records may still take (until ``cutoff_ms`` remain, a quarter of the margin)."""
 
     def __init__(self, context: LambdaContext | None, min_remaining_ms: int | None) -> None:
         self._remaining = getattr(context, "get_remaining_time_in_millis", None)
-        self.margin_ms = 0
+        self.margin_ms = self.cutoff_ms = 0
         if self._remaining is not None:
             self.margin_ms = min_remaining_ms if min_remaining_ms is not None else max(MIN_REMAINING_FLOOR_MS, self._remaining() // 10)
+            self.cutoff_ms = self.margin_ms // 4
 
     def remaining_ms(self) -> int | None:
         return None if self._remaining is None else int(self._remaining())
@@ -218,6 +223,11 @@ class _Deadline:
     def passed(self) -> bool:
         remaining = self.remaining_ms()
         return remaining is not None and remaining < self.margin_ms
+
+    def wait_s(self) -> float | None:
+        """Seconds running records may still take; None without a context (no limit)."""
+        remaining = self.remaining_ms()
+        return None if remaining is None else max(0.0, (remaining - self.cutoff_ms) / 1000)
 
 
 # -- the handler -------------------------------------------------------------------------------
@@ -281,9 +291,13 @@ class LambdaHandler:
         started = self.loop.time()
         deadline = _Deadline(context, self.min_remaining_ms)
         slots = asyncio.Semaphore(self.concurrency)
-        chains = await asyncio.gather(*(self._run_chain(chain, slots, deadline) for chain in fifo_chains(records)))
-        results = {r.message_id: r for chain in chains for r in chain}
-        failed = [mid for mid in dict.fromkeys(str(r.get("messageId", "")) for r in records) if not results[mid].ok]
+        results: dict[str, RecordResult] = {}  # filled as records end, so a cut-off keeps what finished
+        chains = asyncio.gather(*(self._run_chain(chain, slots, deadline, results) for chain in fifo_chains(records)))
+        finished, _ = await asyncio.wait({chains}, timeout=deadline.wait_s())
+        ids = list(dict.fromkeys(str(r.get("messageId", "")) for r in records))
+        if not finished:
+            await self._cut_off(chains, [mid for mid in ids if mid not in results], deadline)
+        failed = [mid for mid in ids if mid not in results or not results[mid].ok]
         late = sum(1 for r in results.values() if r.skipped == "out_of_time")
         if late:
             logger.warning("lambda.out_of_time", unstarted=late, remaining_ms=deadline.remaining_ms(), margin_ms=deadline.margin_ms)
@@ -291,21 +305,31 @@ class LambdaHandler:
         logger.info("lambda.batch_done", records=len(records), failed=len(failed), unstarted=late, duration_ms=duration_ms)
         return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed]}
 
+    async def _cut_off(self, chains: asyncio.Future[Any], running: list[str], deadline: _Deadline) -> None:
+        """The records still running near the timeout are reported as failures, so the batch answer
+        (and with it every record that did finish) still reaches Lambda. Async tasks are cancelled;
+        a sync task's thread cannot be, and runs on in the background."""
+        chains.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chains
+        logger.error("lambda.cut_off", running=running, remaining_ms=deadline.remaining_ms(), cutoff_ms=deadline.cutoff_ms)
+
     async def _run_chain(
-        self, chain: list[Mapping[str, Any]], slots: asyncio.Semaphore, deadline: _Deadline
-    ) -> list[RecordResult]:
-        """Run a chain's records in order; after a failure the rest of a FIFO group fails unrun."""
-        results: list[RecordResult] = []
+        self, chain: list[Mapping[str, Any]], slots: asyncio.Semaphore, deadline: _Deadline, results: dict[str, RecordResult]
+    ) -> None:
+        """Run a chain's records in order into ``results``; after a failure the rest of a FIFO group fails unrun."""
         for position, record in enumerate(chain):
             async with slots:
                 if deadline.passed():
-                    return results + [_skipped(r, "out_of_time") for r in chain[position:]]
+                    results.update((r.message_id, r) for r in (_skipped(r, "out_of_time") for r in chain[position:]))
+                    return
                 # its own task, so one record's contextvars (job_id, task...) never leak into the next
                 result = await asyncio.create_task(self._run_record(record))
-            results.append(result)
+            results[result.message_id] = result
             if not result.ok and position + 1 < len(chain):
-                return results + await self._hold_back(chain[position + 1 :], result.delay_s)
-        return results
+                held = await self._hold_back(chain[position + 1 :], result.delay_s)
+                results.update((r.message_id, r) for r in held)
+                return
 
     async def _run_record(self, record: Mapping[str, Any]) -> RecordResult:
         message_id = str(record.get("messageId", ""))

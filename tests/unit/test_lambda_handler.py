@@ -288,6 +288,57 @@ def test_low_remaining_time_leaves_records_unstarted(broker: RecordingBroker, ca
     handler.close()
 
 
+@dataclass
+class ClockContext:
+    """A context whose remaining time runs down with the wall clock."""
+
+    remaining_at_start_ms: int
+    aws_request_id: str = "req-1"
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.remaining_at_start_ms - (time.monotonic() - self.started) * 1000)
+
+
+def test_records_still_running_near_the_timeout_are_reported_and_the_rest_kept(broker: RecordingBroker, calls: list[Any]) -> None:
+    """With a quarter of the margin left, the handler answers: finished records count, running ones come back.
+
+    A Lambda timeout would fail the whole batch and re-run the record that succeeded. The async task is
+    cancelled; the sync task's thread cannot be and finishes in the background.
+    """
+    app = make_app(broker, calls, concurrency=4)
+    release = threading.Event()
+    cancelled: list[str] = []
+
+    @app.task(name="shop.stuck_sync")
+    def stuck_sync() -> None:
+        release.wait(5)
+        calls.append("sync finished late")
+
+    @app.task(name="shop.stuck_async")
+    async def stuck_async() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append("async")
+            raise
+
+    handler = LambdaHandler(app, min_remaining_ms=1_000)  # cut-off with 250 ms left
+    records = [record(job("shop.ok", 1)), record(job("shop.stuck_sync")), record(job("shop.stuck_async"))]
+    started = time.monotonic()
+    with capture_logs() as logs:
+        response = handler({"Records": records}, ClockContext(remaining_at_start_ms=1_300))
+    elapsed = time.monotonic() - started
+    release.set()
+
+    assert failures(response) == [records[1]["messageId"], records[2]["messageId"]]
+    assert calls[:1] == [1] and cancelled == ["async"]
+    assert elapsed < 1.3  # answered before the (fake) timeout
+    cut = [e for e in logs if e["event"] == "lambda.cut_off"]
+    assert [(sorted(e["running"]), e["cutoff_ms"]) for e in cut] == [(sorted(r["messageId"] for r in records[1:]), 250)]
+    handler.close()
+
+
 def test_default_margin_starts_nothing_with_under_two_seconds_left(app: cloudq.App, calls: list[Any]) -> None:
     """By default at least 2 s must remain to start a record; with 1.5 s left the whole batch comes back."""
     records = [record(job("shop.ok", i)) for i in range(2)]
