@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+import tenacity
 
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
 from cloudq.errors import BrokerError, BrokerUnavailable, CloudQError
 from cloudq.executor import execute
 from cloudq.retry import Outcome
 from cloudq.settle import dead_letter, reschedule
+from cloudq.transient import transient_retry
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -38,6 +40,7 @@ __all__ = ["AckBatcher", "Worker", "WorkerStats"]
 
 logger = structlog.get_logger("cloudq.worker")
 
+_ACK_ATTEMPTS = 5  # tries of one delete batch (about 3 s of pauses) before it is left to the visibility timeout
 _GATHER_S = 0.02  # longest wait for more free slots before a receive (see Worker._gather_batch)
 
 
@@ -113,16 +116,16 @@ class AckBatcher:
             sending.add_done_callback(self._sending.discard)
 
     async def _send(self, queue: str, batch: list[Delivery]) -> None:
-        for attempt in range(1, 6):
-            try:
-                await self._broker.ack(queue, batch)
-                return
-            except BrokerUnavailable as exc:
-                logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-            except BrokerError as exc:
-                break
-        logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
+        """Delete ``batch``, retrying transient errors; if that fails, the messages come back after
+        their visibility timeout and run again (at least once), which is logged."""
+
+        def retrying(exc: BaseException, attempt: int) -> None:
+            logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
+
+        try:
+            await tenacity.AsyncRetrying(**transient_retry(attempts=_ACK_ATTEMPTS, on_retry=retrying))(self._broker.ack, queue, batch)
+        except BrokerError as exc:
+            logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
 
     async def drain(self) -> None:
         for queue in list(self._pending):

@@ -27,6 +27,7 @@ import tenacity
 from cloudq.brokers import sqs_requests as rq
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
 from cloudq.errors import BrokerError, BrokerUnavailable, QueueNotFound
+from cloudq.transient import transient_retry
 
 __all__ = ["SqsBroker"]
 
@@ -58,15 +59,6 @@ def _translate(exc: BaseException, queue: str) -> BrokerError:
     if not isinstance(exc, _CONNECTION_ERRORS):  # e.g. NoCredentialsError: retrying cannot help
         return BrokerError(f"SQS call for queue {queue!r} failed: {type(exc).__name__}: {exc}")
     return BrokerUnavailable(f"SQS endpoint unreachable for queue {queue!r}: {type(exc).__name__}: {exc}")
-
-
-def _retry_policy(stop_after_s: float) -> dict[str, Any]:
-    return {
-        "retry": tenacity.retry_if_exception_type(BrokerUnavailable),
-        "stop": tenacity.stop_after_delay(stop_after_s),
-        "wait": tenacity.wait_exponential(multiplier=0.2, max=5) + tenacity.wait_random(0, 0.2),
-        "reraise": True,
-    }
 
 
 class SqsBroker:
@@ -155,7 +147,7 @@ class SqsBroker:
             url = self.queue_url(queue)
             return [i for op, p in rq.send_requests(queue, url, messages) for i in rq.parse_send(self._call(queue, op, p))]
 
-        return tenacity.Retrying(**_retry_policy(self._send_retry_s))(attempt)
+        return tenacity.Retrying(**transient_retry(stop_after_s=self._send_retry_s))(attempt)
 
     async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         async def attempt() -> list[str]:
@@ -165,7 +157,7 @@ class SqsBroker:
                 ids += rq.parse_send(await self._acall(queue, op, p))
             return ids
 
-        return await tenacity.AsyncRetrying(**_retry_policy(self._send_retry_s))(attempt)
+        return await tenacity.AsyncRetrying(**transient_retry(stop_after_s=self._send_retry_s))(attempt)
 
     # -- consumer ---------------------------------------------------------------------------
     async def receive(

@@ -377,3 +377,48 @@ async def test_with_several_pollers_per_queue_full_delete_batches_do_not_wait_fo
     assert deleted == 90 and broker.stats("default").in_flight == 0
     first_delete = broker.order.index(next(op for op in broker.order if op.startswith("delete")))
     assert first_delete < len(broker.order) - 1  # deletes went out between receives, not only at the final drain
+
+
+class FlakyAckBroker(MemoryBroker):
+    """Deletes fail with BrokerUnavailable ``failures`` times, then work."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    async def ack(self, queue: str, deliveries: Any) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise BrokerUnavailable("SQS endpoint unreachable")
+        await super().ack(queue, deliveries)
+
+
+@pytest.mark.parametrize(("failures", "deleted"), [(2, True), (9, False)])
+async def test_deletes_retry_transient_errors_then_give_up_to_the_visibility_timeout(
+    failures: int, deleted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudq import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "transient_retry", lambda **kw: _no_wait(kw))
+    broker = FlakyAckBroker(failures)
+    acks = worker_module.AckBatcher(broker, flush_s=0)
+    broker.send("q", [OutgoingMessage("a")])
+    (delivery,) = await broker.receive("q", max_messages=1, wait_s=0)
+    with capture_logs() as logs:
+        acks.add("q", delivery)
+        await asyncio.sleep(0)
+        await acks.drain()
+
+    events = [e["event"] for e in logs]
+    assert events.count("worker.ack_retrying") == min(failures, worker_module._ACK_ATTEMPTS - 1)
+    assert ("worker.ack_failed" in events) is not deleted
+    assert broker.stats("q").in_flight == (0 if deleted else 1)  # not deleted: it comes back after its visibility
+
+
+def _no_wait(kwargs: dict[str, Any]) -> dict[str, Any]:
+    import tenacity
+
+    from cloudq.transient import transient_retry
+
+    return {**transient_retry(**kwargs), "wait": tenacity.wait_none()}
