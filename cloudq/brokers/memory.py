@@ -15,9 +15,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
-from cloudq.envelope import utcnow
+
 
 __all__ = ["MemoryBroker"]
 
@@ -35,6 +36,7 @@ class _Message:
     visible_at: float
     receive_count: int = 0
     receipt: str | None = None
+    sent_at: float = 0.0  # clock time of the send, kept through redrives (SQS's SentTimestamp)
 
 
 @dataclass(slots=True)
@@ -74,7 +76,7 @@ class MemoryBroker:
         if m.dedup_id:
             q.dedup[m.dedup_id] = (now, message_id)
         q.messages[message_id] = _Message(
-            next(self._seq), message_id, m.body, dict(m.attributes), m.group_id, now + m.delay_s
+            next(self._seq), message_id, m.body, dict(m.attributes), m.group_id, now + m.delay_s, sent_at=now
         )
         return message_id
 
@@ -118,14 +120,15 @@ class MemoryBroker:
         del q.messages[m.message_id]
         target = self._queue(dlq)
         target.messages[m.message_id] = _Message(
-            next(self._seq), m.message_id, m.body, m.attributes, m.group_id, self.clock(), m.receive_count
+            next(self._seq), m.message_id, m.body, m.attributes, m.group_id, self.clock(), m.receive_count, sent_at=m.sent_at
         )
         return True
 
     @staticmethod
     def _delivery(queue: str, m: _Message) -> Delivery:
         assert m.receipt is not None
-        return Delivery(queue, m.message_id, m.receipt, m.body, m.receive_count, dict(m.attributes), utcnow(), m.group_id)
+        sent_at = datetime.fromtimestamp(m.sent_at, timezone.utc)
+        return Delivery(queue, m.message_id, m.receipt, m.body, m.receive_count, dict(m.attributes), sent_at, m.group_id)
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         self._count("ack", 1)
@@ -185,7 +188,7 @@ class MemoryBroker:
             chosen = visible if max_messages is None else visible[: max(0, max_messages)]
             for m in chosen:
                 del src.messages[m.message_id]
-                dst.messages[m.message_id] = _Message(next(self._seq), m.message_id, m.body, m.attributes, m.group_id, now)
+                dst.messages[m.message_id] = _Message(next(self._seq), m.message_id, m.body, m.attributes, m.group_id, now, sent_at=m.sent_at)
         if on_progress is not None:
             on_progress(len(chosen), len(chosen))
         return len(chosen)

@@ -422,3 +422,20 @@ def _no_wait(kwargs: dict[str, Any]) -> dict[str, Any]:
     from cloudq.transient import transient_retry
 
     return {**transient_retry(**kwargs), "wait": tenacity.wait_none()}
+
+
+async def test_memory_broker_reports_the_send_time_through_receives_and_redrives(broker: MemoryBroker, clock: FakeClock) -> None:
+    """Like SQS's SentTimestamp: the time of the send, not of the receive, kept when redriven to the DLQ."""
+    from datetime import datetime, timezone
+
+    from cloudq.brokers.base import QueueConfig
+
+    broker.ensure_queue("q", QueueConfig(visibility_timeout_s=1, dead_letter_queue="q-dlq", max_receive_count=1))
+    broker.send("q", [OutgoingMessage("a")])
+    sent = datetime.fromtimestamp(clock.now, timezone.utc)
+    clock.now += 60
+    (first,) = await broker.receive("q", max_messages=1, wait_s=0)
+    clock.now += 60
+    assert await broker.receive("q", max_messages=1, wait_s=0) == []  # redriven to the DLQ by this receive
+    (dead,) = await broker.receive("q-dlq", max_messages=1, wait_s=0)
+    assert first.sent_at == dead.sent_at == sent

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 def make_app(path: Path, runs: list[str], label: str) -> cloudq.App:
     app = cloudq.App("sched", settings=cloudq.Settings(broker="local", local_path=str(path), wait_time_s=1))
 
-    @app.periodic("rate(1 minute)", name="tick")
+    @app.periodic("rate(1 hour)", name="tick")
     def tick() -> None:
         runs.append(label)
 
@@ -29,9 +29,12 @@ async def test_two_local_workers_fire_a_periodic_task_once_per_tick(tmp_path: Pa
     """Two workers on one SQLite file: the first tick fires once, and its job runs once."""
     runs: list[str] = []
     apps = [make_app(tmp_path / "q.db", runs, label) for label in ("a", "b")]
-    # The lease first saw this task two minutes ago, so one tick (and only one: no burst of missed
-    # firings) is due now rather than at the next minute boundary.
-    seed = LocalScheduler(apps[0], clock=lambda: time.time() - 120)
+    # A new hour during the test would make a second tick due, rightly: start well inside an hour.
+    if (left_in_hour := 3600 - time.time() % 3600) < 15:
+        await asyncio.sleep(left_in_hour + 0.5)
+    # The lease first saw this task two hours ago, so one tick (and only one: no burst of missed
+    # firings) is due now rather than at the next hour boundary.
+    seed = LocalScheduler(apps[0], clock=lambda: time.time() - 7200)
     assert seed.claim(apps[0].periodic_tasks["tick"]) is None
     seed.close()
     workers = [Worker(app, concurrency=2) for app in apps]
@@ -41,7 +44,7 @@ async def test_two_local_workers_fire_a_periodic_task_once_per_tick(tmp_path: Pa
         if runs:
             break
         await asyncio.sleep(0.05)
-    await asyncio.sleep(1.5)  # more scheduler ticks pass in both workers: no second firing in this minute
+    await asyncio.sleep(1.5)  # more scheduler ticks pass in both workers: no second firing in this hour
     for w in workers:
         w.stop()
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
