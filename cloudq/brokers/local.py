@@ -147,12 +147,24 @@ class LocalBroker:
         deadline = time.monotonic() + wait_s
         pause_s = _POLL_MIN_S
         while True:
-            got = await asyncio.to_thread(self.receive_now, queue, max_messages, visibility_timeout_s)
+            got = await self._receive_in_thread(queue, max_messages, visibility_timeout_s)
             remaining_s = deadline - time.monotonic()
             if got or remaining_s <= 0:
                 return got
             await asyncio.sleep(min(pause_s, remaining_s))
             pause_s = min(pause_s * 1.5, _POLL_MAX_S)
+
+    async def _receive_in_thread(self, queue: str, max_messages: int, visibility_timeout_s: int | None) -> list[Delivery]:
+        """A thread cannot be cancelled: if the caller is (a worker stopping), the receive still
+        completes, and what it took is made visible again at once instead of after its timeout."""
+        receiving = asyncio.ensure_future(asyncio.to_thread(self.receive_now, queue, max_messages, visibility_timeout_s))
+        try:
+            return await asyncio.shield(receiving)
+        except asyncio.CancelledError:
+            taken = await receiving
+            if taken:
+                await asyncio.to_thread(self._change_visibility, queue, taken, 0)
+            raise
 
     def receive_now(self, queue: str, max_messages: int, visibility_timeout_s: int | None = None) -> list[Delivery]:
         """One receive without waiting: the sync core of :meth:`receive`."""
