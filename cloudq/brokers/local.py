@@ -34,8 +34,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import tenacity
+
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
 from cloudq.errors import BrokerError, BrokerUnavailable
+from cloudq.transient import transient_retry
 
 __all__ = ["LocalBroker"]
 
@@ -116,9 +119,16 @@ class LocalBroker:
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tenacity.Retrying(**transient_retry(stop_after_s=_BUSY_TIMEOUT_MS / 1000))(self._prepare_file)
+
+    def _prepare_file(self) -> None:
+        """WAL mode and the tables, once per file. Processes opening a new file together race for it,
+        and SQLite may answer "database is locked" without waiting for the busy timeout (switching to
+        WAL, recovering a WAL index); that is a BrokerUnavailable, retried, never a crash at start."""
         with _translated():
             db = self._db()
-            db.execute("PRAGMA journal_mode=WAL")
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
     # -- producer ---------------------------------------------------------------------------

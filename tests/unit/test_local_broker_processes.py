@@ -124,3 +124,51 @@ def test_pending_jobs_survive_restart(tmp_path: Path) -> None:
     assert len({d.message_id for d in drained}) == 30
     assert {d.message_id for d in drained if d.receive_count == 2} == {d.message_id for d in taken}
     reopened.close()
+
+
+def open_and_close(path: str, start: Barrier, results: Any) -> None:
+    start.wait()
+    try:
+        LocalBroker(path).close()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_file_together_all_start(tmp_path: Path) -> None:
+    """Six processes open the same new file at once (workers starting together): none fails with
+    "database is locked", which SQLite can answer at once, without its busy timeout, while a
+    journal switches to WAL."""
+    for round_ in range(4):
+        path = str(tmp_path / f"new-{round_}.db")
+        start, results = SPAWN.Barrier(6), SPAWN.Queue()
+        children = [SPAWN.Process(target=open_and_close, args=(path, start, results)) for _ in range(6)]
+        for child in children:
+            child.start()
+        outcomes = [results.get(timeout=60) for _ in children]
+        for child in children:
+            child.join(timeout=30)
+        assert outcomes == ["ok"] * 6
+
+
+def test_a_locked_answer_while_opening_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic twin of the race above: the first attempt to prepare the file is told "locked"."""
+    import sqlite3
+
+    real = LocalBroker._prepare_file
+    attempts: list[int] = []
+
+    def locked_once(self: LocalBroker) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            from cloudq.brokers.local import _translated
+
+            with _translated():
+                raise sqlite3.OperationalError("database is locked")
+        real(self)
+
+    monkeypatch.setattr(LocalBroker, "_prepare_file", locked_once)
+    broker = LocalBroker(str(tmp_path / "b.db"))
+    broker.send("q", [OutgoingMessage("a")])
+    assert len(attempts) == 2 and broker.stats("q").visible == 1
+    broker.close()

@@ -92,7 +92,10 @@ class Procs:
         return (self.dir / f"worker-{self.started.index(process)}.log").read_text()
 
     def wait_started(self, process: subprocess.Popen[bytes]) -> None:
-        wait_for(lambda: "worker.started" in self.log(process), f"worker {process.pid} to start")
+        try:
+            wait_for(lambda: "worker.started" in self.log(process), f"worker {process.pid} to start")
+        except pytest.fail.Exception:
+            pytest.fail(f"worker {process.pid} did not start (exit code {process.poll()}); its log:\n{self.log(process)[-3000:]}")
 
     def lines(self) -> list[tuple[str, int]]:
         if not self.ran.exists():
