@@ -41,6 +41,7 @@ class App:
         self.registry: dict[str, Task[Any, Any]] = {}
         self.periodic_tasks: dict[str, PeriodicSpec] = {}
         self._broker = broker
+        self.broker_options: dict[str, Any] = {}  # keywords of create_broker for the broker built on first use
         self.producer = Producer(self)
 
     # -- registry ---------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class App:
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = create_broker(self.settings)
+            self._broker = create_broker(self.settings, **self.broker_options)
         return self._broker
 
     def close(self) -> None:

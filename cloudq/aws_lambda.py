@@ -39,6 +39,11 @@ come back after the mapping's visibility timeout) rather than being cut off half
 Records still running when only a quarter of that margin is left are reported as failures too, and
 the handler answers: a timeout would fail the whole batch, re-running the records that succeeded.
 
+Inside the Lambda runtime (``AWS_LAMBDA_FUNCTION_NAME`` set) the SQS broker settles records through
+boto3 in threads (:class:`~cloudq.brokers.sqs.SqsBroker` ``async_io="threads"``): the first failed
+record of a cold start then pays no aioboto3/aiohttp import. ``lambda-local`` keeps aioboto3, since
+it long-polls through the same broker.
+
 One event loop per process, kept on the handler and reused by warm invocations: ``asyncio.run`` per
 invocation would close the loop and with it every aioboto3 client bound to it. Logging is configured
 once, when the handler is built (JSON unless ``CLOUDQ_LOG_FORMAT`` says otherwise); each invocation
@@ -52,6 +57,7 @@ import contextlib
 import contextvars
 import inspect
 import json
+import os
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -246,6 +252,8 @@ class LambdaHandler:
         self.concurrency = app.settings.concurrency
         self.loop = asyncio.new_event_loop()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # set by the Lambda runtime, where nothing long-polls
+            app.broker_options.setdefault("sqs_async_io", "threads")
         if configure_logs:
             fmt = "json" if app.settings.log_format == "auto" else app.settings.log_format
             configure_logging(fmt, app.settings.log_level)

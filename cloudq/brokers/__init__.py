@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "create_broker"]
 
 
-def create_broker(settings: Settings | EnvSettings) -> Broker:
-    """Build the broker named by ``settings.broker``."""
+def create_broker(settings: Settings | EnvSettings, *, sqs_async_io: str = "aioboto3") -> Broker:
+    """Build the broker named by ``settings.broker``; ``sqs_async_io`` is :class:`SqsBroker`'s ``async_io``."""
     if settings.broker == "sqs":
         from cloudq.brokers.sqs import SqsBroker
 
-        return SqsBroker(settings)
+        return SqsBroker(settings, async_io=sqs_async_io)
     if settings.broker == "local":
         from cloudq.brokers.local import LocalBroker
 

@@ -10,9 +10,11 @@ and the worker keeps polling through outages on its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +28,7 @@ import tenacity
 
 from cloudq.brokers import sqs_requests as rq
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
-from cloudq.errors import BrokerError, BrokerUnavailable, QueueNotFound
+from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError, QueueNotFound
 from cloudq.transient import transient_retry
 
 __all__ = ["SqsBroker"]
@@ -62,9 +64,20 @@ def _translate(exc: BaseException, queue: str) -> BrokerError:
 
 
 class SqsBroker:
-    """SQS (or LocalStack) behind the :class:`~cloudq.brokers.base.Broker` protocol."""
+    """SQS (or LocalStack) behind the :class:`~cloudq.brokers.base.Broker` protocol.
 
-    def __init__(self, settings: Any, *, send_retry_s: float = 30.0) -> None:
+    ``async_io``: how the async methods reach SQS. ``"aioboto3"`` (the default) suits a worker, whose
+    20 s long polls must be cancellable at SIGTERM. ``"threads"`` runs the boto3 client in threads:
+    the Lambda handler uses it inside the Lambda runtime, where it never long-polls and where
+    importing aioboto3/aiohttp and building their client would cost the first failed record of a
+    cold start 100-160 ms (boto3 comes with the runtime anyway).
+    """
+
+    def __init__(self, settings: Any, *, send_retry_s: float = 30.0, async_io: str = "aioboto3") -> None:
+        if async_io not in ("aioboto3", "threads"):
+            raise ConfigurationError(f"async_io must be 'aioboto3' or 'threads', got {async_io!r}")
+        self.async_io = async_io
+        self._client_lock = threading.Lock()
         self._endpoint_url = settings.endpoint_url
         self._region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self._urls: dict[str, str] = {settings.queue_name(k): v for k, v in settings.queue_urls.items()}
@@ -95,8 +108,10 @@ class SqsBroker:
 
     def _sync_client(self) -> Any:
         if self._client is None:
-            session = boto3.session.Session(region_name=self._region)
-            self._client = session.client("sqs", endpoint_url=self._endpoint_url, config=self._config(), **self._credentials())
+            with self._client_lock:  # threads mode: concurrent first calls build one client
+                if self._client is None:
+                    session = boto3.session.Session(region_name=self._region)
+                    self._client = session.client("sqs", endpoint_url=self._endpoint_url, config=self._config(), **self._credentials())
         return self._client
 
     async def _async_client(self) -> Any:
@@ -119,6 +134,8 @@ class SqsBroker:
             raise _translate(exc, queue) from exc
 
     async def _acall(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self.async_io == "threads":
+            return await asyncio.to_thread(self._call, queue, op, params)
         self.calls[op] = self.calls.get(op, 0) + 1
         client = await self._async_client()
         try:

@@ -1,0 +1,78 @@
+"""Inside the Lambda runtime the handler settles records through boto3 in threads, without aioboto3.
+
+A fresh interpreter plays the function: AWS_LAMBDA_FUNCTION_NAME set, the example app's handler,
+records received from LocalStack. What it must not do on its cold path is import aioboto3/aiohttp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cloudq
+from cloudq.queues import plan_queues
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+FUNCTION = textwrap.dedent(
+    """
+    import json, sys
+    from cloudq.examples.shop_lambda import app, handler
+    from cloudq.lambda_local import sqs_record
+
+    queue = app.settings.queue_name("default")
+    deliveries = handler.run(app.broker.receive(queue, max_messages=10, wait_s=5))
+    records = [sqs_record(d, region="us-east-1") for d in deliveries]
+    result = handler({"Records": records}, None)
+    loaded = sorted(m for m in ("aioboto3", "aiobotocore", "aiohttp") if m in sys.modules)
+    print(json.dumps({"result": result, "received": len(records), "loaded": loaded, "async_io": app.broker.async_io}))
+    """
+)
+
+
+@pytest.fixture
+def prefix(sqs_client: Any, unique_name: Callable[..., str]) -> Iterator[str]:
+    name = f"{unique_name('rt')}-"
+    yield name
+    for url in sqs_client.list_queues(QueueNamePrefix=name).get("QueueUrls", []):
+        sqs_client.delete_queue(QueueUrl=url)
+
+
+def test_records_settle_through_boto3_threads_inside_the_lambda_runtime(localstack_endpoint: str, prefix: str, sqs_client: Any) -> None:
+    settings = cloudq.Settings(broker="sqs", endpoint_url=localstack_endpoint, region="us-east-1", queue_prefix=prefix)
+    producer = cloudq.App("shop", settings=settings)  # enqueues by task name, to the default queue
+    for plan in plan_queues(producer):
+        producer.broker.ensure_queue(plan.physical, plan.config)
+    retried = producer.enqueue("search.update_index", "product-1")  # Retry(delay=1): visibility change
+    rejected = producer.enqueue("crm.notify_legacy", "customer-1")  # Reject: sent to the DLQ
+    producer.close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
+    env.update(
+        AWS_LAMBDA_FUNCTION_NAME="shop-worker", CLOUDQ_BROKER="sqs", CLOUDQ_ENDPOINT_URL=localstack_endpoint,
+        CLOUDQ_REGION="us-east-1", CLOUDQ_QUEUE_PREFIX=prefix, CLOUDQ_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", FUNCTION], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert report["received"] == 2
+    assert report["result"] == {"batchItemFailures": [{"itemIdentifier": retried.message_id}]}
+    assert report["async_io"] == "threads" and report["loaded"] == []
+    dlq_url = sqs_client.get_queue_url(QueueName=f"{prefix}default-dlq")["QueueUrl"]
+    dead = sqs_client.receive_message(QueueUrl=dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=5)["Messages"]
+    assert [json.loads(m["Body"])["id"] for m in dead] == [rejected.id]
+    assert dead[0]["MessageAttributes"]["cloudq-reason"]["StringValue"] == "rejected"
+    url = sqs_client.get_queue_url(QueueName=f"{prefix}default")["QueueUrl"]
+    back = sqs_client.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=10)["Messages"]
+    assert [(m["MessageId"], m["Attributes"]["ApproximateReceiveCount"]) for m in back] == [(retried.message_id, "2")]
