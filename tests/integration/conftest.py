@@ -23,6 +23,15 @@ def sqs_client(localstack_endpoint: str) -> Iterator[Any]:
 
 
 @pytest.fixture
+def prefix(sqs_client: Any, unique_name: Callable[..., str]) -> Iterator[str]:
+    """A queue prefix of this test's own; its queues are deleted afterwards."""
+    name = f"{unique_name('q')}-"
+    yield name
+    for url in sqs_client.list_queues(QueueNamePrefix=name).get("QueueUrls", []):
+        sqs_client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
 def make_settings(localstack_endpoint: str, unique_name: Callable[..., str]) -> Callable[..., cloudq.Settings]:
     """Settings on LocalStack with a queue prefix of the test's own (no two tests share a queue)."""
     prefix = unique_name("it") + "-"

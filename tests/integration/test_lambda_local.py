@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,6 @@ def sqs(localstack_endpoint: str) -> Iterator[Any]:
     client = boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1")
     yield client
     client.close()
-
-
-@pytest.fixture
-def prefix(sqs: Any, unique_name: Callable[..., str]) -> Iterator[str]:
-    """A queue prefix of this test's own; its queues are deleted afterwards."""
-    name = f"{unique_name('lq')}-"
-    yield name
-    for url in sqs.list_queues(QueueNamePrefix=name).get("QueueUrls", []):
-        sqs.delete_queue(QueueUrl=url)
 
 
 def make_settings(endpoint: str, prefix: str) -> cloudq.Settings:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,6 @@ FUNCTION = textwrap.dedent(
     print(json.dumps({"result": result, "received": len(records), "loaded": loaded, "async_io": app.broker.async_io}))
     """
 )
-
-
-@pytest.fixture
-def prefix(sqs_client: Any, unique_name: Callable[..., str]) -> Iterator[str]:
-    name = f"{unique_name('rt')}-"
-    yield name
-    for url in sqs_client.list_queues(QueueNamePrefix=name).get("QueueUrls", []):
-        sqs_client.delete_queue(QueueUrl=url)
 
 
 def test_records_settle_through_boto3_threads_inside_the_lambda_runtime(localstack_endpoint: str, prefix: str, sqs_client: Any) -> None:
