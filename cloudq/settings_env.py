@@ -23,6 +23,7 @@ import re
 from dataclasses import Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from cloudq.brokers.base import is_fifo
 from cloudq.errors import ConfigurationError
 
 __all__ = ["EnvSettings", "QueueNaming", "load_settings"]
@@ -45,7 +46,7 @@ class QueueNaming:
 
     def dlq_name(self, queue: str) -> str:
         """The physical dead-letter queue of logical ``queue`` (``-dlq`` before ``.fifo``)."""
-        if queue.endswith(".fifo"):
+        if is_fifo(queue):
             return f"{self.queue_prefix}{queue[: -len('.fifo')]}-dlq.fifo"
         return f"{self.queue_prefix}{queue}-dlq"
 

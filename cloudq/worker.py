@@ -364,12 +364,10 @@ class Worker:
             # Scheduled after the receive task's first step, which builds its request and starts sending it.
             asyncio.get_running_loop().call_soon(self._acks.unhold, physical)
             try:
-                deliveries: list[Delivery] | None = await receiving
+                deliveries = await receiving
             except BrokerUnavailable as exc:
                 failures += 1
                 logger.warning("worker.broker_unavailable", queue=queue, error=str(exc), failures=failures)
-                deliveries = None
-            if deliveries is None:
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
                 continue
             failures = 0

@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
 
-
 __all__ = ["MemoryBroker"]
 
 _POLL_S = 0.005
