@@ -325,15 +325,14 @@ def test_records_still_running_near_the_timeout_are_reported_and_the_rest_kept(b
 
     handler = LambdaHandler(app, min_remaining_ms=1_000)  # cut-off with 250 ms left
     records = [record(job("shop.ok", 1)), record(job("shop.stuck_sync")), record(job("shop.stuck_async"))]
-    started = time.monotonic()
     with capture_logs() as logs:
         response = handler({"Records": records}, ClockContext(remaining_at_start_ms=1_300))
-    elapsed = time.monotonic() - started
+    still_running = "sync finished late" not in calls  # the handler answered without waiting for it
     release.set()
 
     assert failures(response) == [records[1]["messageId"], records[2]["messageId"]]
     assert calls[:1] == [1] and cancelled == ["async"]
-    assert elapsed < 1.3  # answered before the (fake) timeout
+    assert still_running
     cut = [e for e in logs if e["event"] == "lambda.cut_off"]
     assert [(sorted(e["running"]), e["cutoff_ms"]) for e in cut] == [(sorted(r["messageId"] for r in records[1:]), 250)]
     handler.close()
