@@ -76,7 +76,7 @@ def scenarios() -> dict[str, str]:
         lambda_statement = "import boto3, cloudq.examples.shop_lambda"
         handler_import = "import boto3\nfrom cloudq.examples.shop_lambda import handler"
     else:
-        lambda_statement = "import boto3, cloudq.aws_lambda\nfrom cloudq.examples.shop import app\napp.lambda_handler"
+        lambda_statement = "import boto3, cloudq.runtimes.aws_lambda\nfrom cloudq.examples.shop import app\napp.lambda_handler"
         handler_import = "import boto3\nfrom cloudq.examples.shop import app\nhandler = app.lambda_handler"
     return {
         "boto3": "import boto3",

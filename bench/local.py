@@ -5,7 +5,7 @@ Per round and side, in a fresh temporary directory:
 * enqueue one at a time: ``task.delay()`` versus calling a Huey task (one transaction each on both);
 * enqueue in bulk: ``task.map(...)`` versus Huey's ``task.map(...)`` (Huey has no bulk insert: its map is
   one enqueue per item), into a fresh database that is then drained;
-* drain with one consumer: a cloudq :class:`~cloudq.worker.Worker` in this process (one worker process,
+* drain with one consumer: a cloudq :class:`~cloudq.runtimes.worker.Worker` in this process (one worker process,
   ``concurrency`` jobs at once, stopping after N jobs), versus Huey's own consumer
   (``huey.create_consumer(workers=1, worker_type="thread")``, its defaults) started in this process and
   stopped once the N-th task has run.
@@ -78,7 +78,7 @@ def _cloudq_app(path: Path, concurrency: int) -> tuple[Any, Any]:
 
 
 async def _cloudq_drain(app: Any, n: int, concurrency: int, timeout_s: float) -> Phase:
-    from cloudq.worker import Worker
+    from cloudq.runtimes.worker import Worker
 
     worker = Worker(app, [app.settings.default_queue], concurrency=concurrency, max_tasks=n)
     with Window(_NO_LOG) as window:

@@ -73,7 +73,7 @@ class SqsBench:
         return asyncio.run(self._cloudq_round(n, concurrency, label, drain))
 
     async def _cloudq_round(self, n: int, concurrency: int, label: str, drain: bool) -> DrainRound:
-        from cloudq.worker import Worker
+        from cloudq.runtimes.worker import Worker
 
         prefix = self.queues.name(label) + "-"
         app, task = self.make_app(concurrency, prefix)

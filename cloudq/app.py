@@ -20,7 +20,7 @@ from cloudq.tasks import JobRef, SendOptions, Task
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from cloudq.aws_lambda import LambdaHandler
+    from cloudq.runtimes.aws_lambda import LambdaHandler
     from cloudq.settings import Settings
     from cloudq.schedules.periodic import PeriodicSpec
 
@@ -144,13 +144,13 @@ class App:
     @cached_property
     def lambda_handler(self) -> LambdaHandler:
         """The Lambda handler (``handler = app.lambda_handler``), built once: warm invocations reuse its loop."""
-        from cloudq.aws_lambda import LambdaHandler
+        from cloudq.runtimes.aws_lambda import LambdaHandler
 
         return LambdaHandler(self)
 
     def on_event(self, source: str, detail_type: str | None = None, **task_options: Any) -> Callable[[F], Task[Any, Any]]:
-        """Register a task for EventBridge events that invoke the Lambda directly; see :func:`cloudq.aws_lambda.on_event`."""
-        from cloudq.aws_lambda import on_event
+        """Register a task for EventBridge events that invoke the Lambda directly; see :func:`cloudq.runtimes.aws_lambda.on_event`."""
+        from cloudq.runtimes.aws_lambda import on_event
 
         return on_event(self, source, detail_type, **task_options)
 

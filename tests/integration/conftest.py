@@ -11,7 +11,7 @@ import pytest
 
 import cloudq
 from cloudq.queues import plan_queues
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 
 @pytest.fixture

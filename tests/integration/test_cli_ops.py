@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cloudq.cli import main
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 from ..unit.test_cli_ops import APP  # the same app module as the unit tests of these commands
 from .conftest import ensure_queues, receive_all

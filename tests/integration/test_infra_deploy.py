@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 import cloudq
-from cloudq.infra import render
+from cloudq.infra.cloudformation import render
 
 from .conftest import receive_all, run_worker_until
 

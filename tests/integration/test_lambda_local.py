@@ -21,9 +21,9 @@ import pytest
 from structlog.contextvars import get_contextvars
 
 import cloudq
-from cloudq import aws_lambda
+from cloudq.runtimes import aws_lambda
 from cloudq.errors import Reject
-from cloudq.lambda_local import EventSourceMapping, LocalStats, md5_of_attributes, sqs_record
+from cloudq.runtimes.lambda_local import EventSourceMapping, LocalStats, md5_of_attributes, sqs_record
 from cloudq.queues import plan_queues
 
 pytestmark = pytest.mark.integration

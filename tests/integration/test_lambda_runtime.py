@@ -27,7 +27,7 @@ FUNCTION = textwrap.dedent(
     """
     import json, sys
     from cloudq.examples.shop_lambda import app, handler
-    from cloudq.lambda_local import sqs_record
+    from cloudq.runtimes.lambda_local import sqs_record
 
     queue = app.settings.queue_name("default")
     deliveries = handler.run(app.broker.receive(queue, max_messages=10, wait_s=5))

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 from structlog.testing import capture_logs
 
 import cloudq
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 from .conftest import ensure_queues
 

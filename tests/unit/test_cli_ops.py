@@ -15,9 +15,9 @@ import pytest
 
 from cloudq.brokers.base import Delivery, QueueStats
 from cloudq.cli import main
-from cloudq.cli_ops import describe_dead_letter, render_table, status_rows
+from cloudq.cli.ops import describe_dead_letter, render_table, status_rows
 from cloudq.queues import plan_queues
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 pytestmark = pytest.mark.unit
 

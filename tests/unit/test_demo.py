@@ -15,7 +15,7 @@ import pytest
 import cloudq
 from cloudq.brokers.memory import MemoryBroker
 from cloudq.examples import shop
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,8 @@ from cloudq.brokers.sqs_requests import ensure_queue_attributes
 from cloudq.cli import main
 from cloudq.errors import ConfigurationError
 from cloudq.examples import shop
-from cloudq.infra import logical_ids, queue_properties, render, render_serverless, render_template, to_json
-from cloudq.infra_ecs import ENABLE_ECS
+from cloudq.infra.cloudformation import logical_ids, queue_properties, render, render_serverless, render_template, to_json
+from cloudq.infra.ecs import ENABLE_ECS
 from cloudq.queues import plan_queues, queue_visibility_timeout_s
 
 pytestmark = pytest.mark.unit

@@ -24,13 +24,13 @@ from structlog.contextvars import bind_contextvars, clear_contextvars, get_conte
 from structlog.testing import capture_logs
 
 import cloudq
-from cloudq import aws_lambda
-from cloudq.aws_lambda import EventFailed, LambdaHandler, delivery_from_record, event_kind
+from cloudq.runtimes import aws_lambda
+from cloudq.runtimes.aws_lambda import EventFailed, LambdaHandler, delivery_from_record, event_kind
 from cloudq.brokers.base import Delivery, OutgoingMessage
 from cloudq.brokers.memory import MemoryBroker
 from cloudq.envelope import Envelope, utcnow
 from cloudq.errors import BrokerUnavailable, ConfigurationError, Reject
-from cloudq.lambda_local import EventSourceMapping, md5_of_attributes, sqs_record
+from cloudq.runtimes.lambda_local import EventSourceMapping, md5_of_attributes, sqs_record
 
 pytestmark = pytest.mark.unit
 

@@ -23,7 +23,7 @@ import yaml  # PyYAML, a dependency of cfn-lint (the dev extra)
 
 import cloudq
 from cloudq.examples import shop
-from cloudq.infra import logical_ids, render
+from cloudq.infra.cloudformation import logical_ids, render
 from cloudq.queues import plan_queues
 from cloudq.schedules.plan import resource_name
 
@@ -165,7 +165,7 @@ def test_handler_is_the_apps_lambda_handler_and_runs_a_scheduled_job(
     rule_input = target["Input"]  # the body EventBridge sends to the queue
     script = f"""
 import importlib, json
-from cloudq.aws_lambda import LambdaHandler
+from cloudq.runtimes.aws_lambda import LambdaHandler
 from cloudq.examples import shop
 assert "lambda_handler" not in shop.app.__dict__, "importing the tasks built a handler"
 handler = getattr(importlib.import_module({module.replace("/", ".")!r}), {attribute!r})

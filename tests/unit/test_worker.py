@@ -16,7 +16,7 @@ import cloudq
 from cloudq.brokers.base import OutgoingMessage
 from cloudq.brokers.memory import MemoryBroker
 from cloudq.errors import BrokerUnavailable
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 pytestmark = pytest.mark.unit
 
@@ -283,7 +283,7 @@ async def test_worker_survives_an_unavailable_broker(app: cloudq.App, broker: Me
         return await real_receive(*args, **kwargs)
 
     monkeypatch.setattr(broker, "receive", flaky_receive)
-    monkeypatch.setattr("cloudq.worker.asyncio.sleep", _fast_sleep)
+    monkeypatch.setattr("cloudq.runtimes.worker.asyncio.sleep", _fast_sleep)
     done: list[int] = []
 
     @app.task(name="t")
@@ -321,7 +321,7 @@ class RecordingBroker(MemoryBroker):
 
 
 async def test_a_held_full_delete_batch_waits_for_unhold_and_a_timer_bounds_the_wait() -> None:
-    from cloudq.worker import AckBatcher
+    from cloudq.runtimes.worker import AckBatcher
 
     broker = RecordingBroker()
     broker.send("q", [OutgoingMessage(str(i)) for i in range(20)])
@@ -398,7 +398,7 @@ class FlakyAckBroker(MemoryBroker):
 async def test_deletes_retry_transient_errors_then_give_up_to_the_visibility_timeout(
     failures: int, deleted: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cloudq import worker as worker_module
+    from cloudq.runtimes import worker as worker_module
 
     monkeypatch.setattr(worker_module, "transient_retry", lambda **kw: _no_wait(kw))
     broker = FlakyAckBroker(failures)

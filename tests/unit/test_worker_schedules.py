@@ -10,7 +10,7 @@ import pytest
 
 import cloudq
 from cloudq.schedules.local import LocalScheduler
-from cloudq.worker import Worker
+from cloudq.runtimes.worker import Worker
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,7 @@ What the template holds, and the rules behind it:
   ``sqs:GetQueueUrl`` on the queues. Worker: receive, delete, change visibility, GetQueueUrl and
   GetQueueAttributes on the queues; ``sqs:SendMessage`` on the DLQs (dead-lettering with the reason) and on
   the queues too, because a job whose ETA is beyond SQS's 15-minute delay is re-sent to its own queue.
-* Optionally, the ECS worker service with autoscaling (:mod:`cloudq.infra_ecs`), behind a Condition.
+* Optionally, the ECS worker service with autoscaling (:mod:`cloudq.infra.ecs`), behind a Condition.
 
 ``--format serverless`` renders the same queues, alarms, rules and policies as the ``resources:`` section of a
 serverless.yml, with parameters replaced by their defaults and without the ECS section.
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq.brokers.base import QueueConfig, is_fifo
 from cloudq.errors import ConfigurationError
-from cloudq.infra_ecs import ecs_section
+from cloudq.infra.ecs import ecs_section
 from cloudq.queues import QueuePlan, plan_queues
 from cloudq.schedules.eventbridge import FIFO_GROUP, TARGET_ID, check_rules_engine
 from cloudq.schedules.plan import Owner, owner_tags, resource_name

@@ -1,7 +1,7 @@
 """``cloudq infra render APP [--format cloudformation|serverless] [-o FILE]``: infrastructure from the registry.
 
 Prints (or writes to FILE) the app's CloudFormation template, or with ``--format serverless`` the
-``resources:`` section for a serverless.yml; both as JSON, which YAML reads too. See :mod:`cloudq.infra` for
+``resources:`` section for a serverless.yml; both as JSON, which YAML reads too. See :mod:`cloudq.infra.cloudformation` for
 what the template holds. Queue names come from the current settings, so render with the target
 environment's ``CLOUDQ_QUEUE_PREFIX``.
 """
@@ -21,7 +21,7 @@ __all__ = ["register"]
 
 
 def cmd_infra_render(ns: argparse.Namespace) -> int:
-    from cloudq.infra import render
+    from cloudq.infra.cloudformation import render
 
     app_spec = ns.app or os.environ.get("CLOUDQ_APP", "")
     app = load_app(app_spec)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AckBatcher", "Worker", "WorkerStats"]
 
-logger = structlog.get_logger("cloudq.worker")
+logger = structlog.get_logger("cloudq.runtimes.worker")
 
 _ACK_ATTEMPTS = 5  # tries of one delete batch (about 3 s of pauses) before it is left to the visibility timeout
 _GATHER_S = 0.02  # longest wait for more free slots before a receive (see Worker._gather_batch)

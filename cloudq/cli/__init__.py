@@ -58,7 +58,7 @@ def _json_arg(text: str | None, kind: type, flag: str) -> Any:
 # -- commands ----------------------------------------------------------------------------------
 def cmd_worker(ns: argparse.Namespace) -> int:
     from cloudq.logs import configure_logging
-    from cloudq.worker import Worker
+    from cloudq.runtimes.worker import Worker
 
     app = load_app(ns.app)
     configure_logging(app.settings.log_format, app.settings.log_level)
@@ -110,7 +110,7 @@ def cmd_queues_ensure(ns: argparse.Namespace) -> int:
 
 
 def cmd_lambda_local(ns: argparse.Namespace) -> int:
-    from cloudq.lambda_local import EventSourceMapping
+    from cloudq.runtimes.lambda_local import EventSourceMapping
 
     app = load_app(ns.app)
     mapping = EventSourceMapping(
@@ -156,7 +156,7 @@ def cmd_schema(ns: argparse.Namespace) -> int:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from cloudq.demo import run_demo
+    from cloudq.cli.demo import run_demo
 
     return run_demo(ns.n)
 
@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the example app on the embedded local broker")
     demo.add_argument("-n", type=int, default=5000, help="number of jobs (default 5000, a few seconds)")
     demo.set_defaults(func=cmd_demo)
-    importlib.import_module("cloudq.cli_schedules").register(commands)
-    importlib.import_module("cloudq.cli_ops").register(commands)
-    importlib.import_module("cloudq.cli_infra").register(commands)
+    importlib.import_module("cloudq.cli.schedules").register(commands)
+    importlib.import_module("cloudq.cli.ops").register(commands)
+    importlib.import_module("cloudq.cli.infra").register(commands)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 It enqueues N jobs with ``.map`` (most succeed at once, a few fail once and succeed on
 retry, one is rejected to the dead-letter queue), drains them with the same in-process
-:class:`~cloudq.worker.Worker` that ``cloudq worker`` runs, shows a live progress bar on
+:class:`~cloudq.runtimes.worker.Worker` that ``cloudq worker`` runs, shows a live progress bar on
 a terminal, and ends with a summary: counts, throughput, the dead letter read back from
 its DLQ, and how to run the same app on SQS.
 
@@ -36,7 +36,7 @@ from cloudq.brokers.local import LocalBroker
 from cloudq.envelope import Envelope
 from cloudq.errors import ConfigurationError, EnvelopeError
 from cloudq.settings import Settings
-from cloudq.worker import Worker, WorkerStats
+from cloudq.runtimes.worker import Worker, WorkerStats
 
 if TYPE_CHECKING:
     from rich.console import Console
