@@ -38,8 +38,12 @@ from cloudq.errors import (
 if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.envelope import Envelope
+    from cloudq.job import Job, current_job
+    from cloudq.middleware import Middleware
+    from cloudq.producer import JobRef, SendOptions
+    from cloudq.retry import Outcome
     from cloudq.settings import Settings
-    from cloudq.tasks import JobRef, SendOptions, Task
+    from cloudq.tasks import Task
 
 __version__ = "0.1.0"
 
@@ -52,7 +56,10 @@ __all__ = [
     "ConfigurationError",
     "Envelope",
     "EnvelopeError",
+    "Job",
     "JobRef",
+    "Middleware",
+    "Outcome",
     "QueueNotFound",
     "Reject",
     "Retry",
@@ -63,16 +70,21 @@ __all__ = [
     "TaskNotFound",
     "TaskSignal",
     "__version__",
+    "current_job",
 ]
 
 # Public name -> the module that defines it, imported on first access.
 _LAZY = {
     "App": "cloudq.app",
     "Envelope": "cloudq.envelope",
-    "JobRef": "cloudq.tasks",
-    "SendOptions": "cloudq.tasks",
+    "Job": "cloudq.job",
+    "JobRef": "cloudq.producer",
+    "Middleware": "cloudq.middleware",
+    "Outcome": "cloudq.retry",
+    "SendOptions": "cloudq.producer",
     "Settings": "cloudq.settings",
     "Task": "cloudq.tasks",
+    "current_job": "cloudq.job",
 }
 
 

@@ -1,28 +1,34 @@
-"""The App: settings, the task registry and the broker handle, in one object users import.
+"""The App: the composition root users import: settings, registry, broker, middleware.
 
-``App`` creates nothing on the network when built or imported, so modules that
-define tasks are cheap to import in a web process, a worker, or a Lambda cold start.
-The broker is created on first use.
+``App`` builds the parts and hands each what it needs: the :class:`~cloudq.producer.Producer`
+(settings, broker, middleware), every :class:`~cloudq.tasks.Task` (its producer), the
+:class:`~cloudq.consumer.Consumer` the runtimes drive (registry, naming, broker, retry policy,
+middleware). Nothing below imports the App back. It creates nothing on the network when built or
+imported, so modules that define tasks are cheap to import in a web process, a worker, or a Lambda
+cold start; the broker is created on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cached_property
+import inspect
+import os
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from cloudq.brokers import Broker, create_broker
-from cloudq.errors import ConfigurationError, TaskNotFound
-from cloudq.producer import Producer
+from cloudq.errors import ConfigurationError
+from cloudq.middleware import Middleware, MiddlewareChain
+from cloudq.producer import JobRef, Producer, SendOptions
 from cloudq.settings_env import EnvSettings, load_settings
-from cloudq.tasks import JobRef, SendOptions, Task
+from cloudq.tasks import EventRoute, Registry, Task
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from cloudq.consumer import Consumer
     from cloudq.runtimes.aws_lambda import LambdaHandler
-    from cloudq.settings import Settings
     from cloudq.schedules.periodic import PeriodicSpec
+    from cloudq.settings import Settings
 
 __all__ = ["App"]
 
@@ -32,17 +38,66 @@ F = TypeVar("F", bound=Callable[..., Any])
 class App:
     """A named set of tasks plus how to reach their queues."""
 
-    def __init__(self, name: str, *, settings: Settings | EnvSettings | None = None, broker: Broker | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: Settings | EnvSettings | None = None,
+        broker: Broker | None = None,
+        middleware: Iterable[Middleware] = (),
+    ) -> None:
         if not name:
             raise ConfigurationError("App needs a name")
         self.name = name
-        # Without explicit settings, CLOUDQ_* is read without importing pydantic (see cloudq.settings_env).
-        self.settings: Settings | EnvSettings = settings if settings is not None else load_settings()
-        self.registry: dict[str, Task[Any, Any]] = {}
+        self.registry = Registry(name)
         self.periodic_tasks: dict[str, PeriodicSpec] = {}
+        self.middleware = MiddlewareChain(middleware)
         self._broker = broker
-        self.broker_options: dict[str, Any] = {}  # keywords of create_broker for the broker built on first use
-        self.producer = Producer(self)
+        self._lambda_handler: LambdaHandler | None = None
+        # Without explicit settings, CLOUDQ_* is read without importing pydantic (see cloudq.settings_env).
+        self._settings: Settings | EnvSettings = settings if settings is not None else load_settings()
+        self.producer = Producer(self._settings, lambda: self.broker, self.middleware)
+        self._consumer: Consumer | None = None
+
+    @property
+    def settings(self) -> Settings | EnvSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings | EnvSettings) -> None:
+        """New settings reach every part (tasks keep their producer); the broker is rebuilt on next use."""
+        self._settings = self.producer.settings = settings
+        self._consumer = None
+
+    def use_broker(self, broker: Broker | None) -> None:
+        """Replace the broker (None: build one from the settings on next use); the old one is not closed."""
+        self._broker = broker
+
+    @property
+    def consumer(self) -> Consumer:
+        """The consumer core the runtimes drive, built on first use (producers never load it)."""
+        if self._consumer is None:
+            self._consumer = self._build_consumer()
+        return self._consumer
+
+    def _build_consumer(self) -> Consumer:
+        from cloudq.consumer import Consumer
+        from cloudq.retry import RetryPolicy
+
+        settings = self._settings
+        return Consumer(
+            registry=self.registry,
+            naming=settings,
+            broker=lambda: self.broker,
+            policy=RetryPolicy(settings.retry_backoff_s, settings.retry_backoff_max_s),
+            max_retries=settings.max_retries,
+            default_queue=settings.default_queue,
+            middleware=self.middleware,
+        )
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Install one more middleware, innermost (after those given to the constructor)."""
+        self.middleware.add(middleware)
 
     # -- registry ---------------------------------------------------------------------------
     @overload
@@ -69,7 +124,7 @@ class App:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if task_name in self.registry and self.registry[task_name].fn is not func:
                 raise ConfigurationError(f"task name {task_name!r} is already registered to another function")
-            task = Task(self, func, name=task_name, queue=queue, max_retries=max_retries, timeout=timeout)
+            task = Task(self.producer, func, name=task_name, queue=queue, max_retries=max_retries, timeout=timeout)
             self.registry[task_name] = task
             return task
 
@@ -88,14 +143,11 @@ class App:
         """Register a task that runs on an AWS schedule expression; see :mod:`cloudq.schedules.periodic`."""
         from cloudq.schedules.periodic import periodic
 
-        return periodic(self, schedule, name=name, queue=queue, args=args, kwargs=kwargs, timezone=timezone)
+        return periodic(self.task, self.periodic_tasks, schedule, name=name, queue=queue, args=args, kwargs=kwargs, timezone=timezone)
 
     def get_task(self, name: str) -> Task[Any, Any]:
-        """Tasks are looked up only here: an envelope can never name arbitrary code."""
-        try:
-            return self.registry[name]
-        except KeyError:
-            raise TaskNotFound(f"no task named {name!r} is registered in app {self.name!r}") from None
+        """Tasks are looked up only in the registry: an envelope can never name arbitrary code."""
+        return self.registry.lookup(name)
 
     def queues(self) -> list[str]:
         """Logical queues the registry uses (the default queue always included), sorted."""
@@ -129,7 +181,10 @@ class App:
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = create_broker(self.settings, **self.broker_options)
+            # Inside the Lambda runtime nothing long-polls: boto3 in threads spares a cold start the
+            # aioboto3/aiohttp import (see cloudq.brokers.sqs.SqsBroker's async_io).
+            async_io = "threads" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "aioboto3"
+            self._broker = create_broker(self.settings, sqs_async_io=async_io)
         return self._broker
 
     def close(self) -> None:
@@ -141,18 +196,34 @@ class App:
             await self._broker.aclose()
 
     # -- AWS Lambda ---------------------------------------------------------------------------
-    @cached_property
+    @property
     def lambda_handler(self) -> LambdaHandler:
-        """The Lambda handler (``handler = app.lambda_handler``), built once: warm invocations reuse its loop."""
-        from cloudq.runtimes.aws_lambda import LambdaHandler
+        """The Lambda handler (``handler = app.lambda_handler``), built once: warm invocations reuse its
+        loop. After ``close()`` the next access builds a new one."""
+        if self._lambda_handler is None or self._lambda_handler.closed:
+            from cloudq.runtimes.aws_lambda import LambdaHandler
 
-        return LambdaHandler(self)
+            self._lambda_handler = LambdaHandler(self)
+        return self._lambda_handler
 
     def on_event(self, source: str, detail_type: str | None = None, **task_options: Any) -> Callable[[F], Task[Any, Any]]:
-        """Register a task for EventBridge events that invoke the Lambda directly; see :func:`cloudq.runtimes.aws_lambda.on_event`."""
-        from cloudq.runtimes.aws_lambda import on_event
+        """Register a task for EventBridge events with this ``source`` (and ``detail-type``, if given)
+        that invoke the Lambda function directly (see :mod:`cloudq.runtimes.aws_lambda`).
 
-        return on_event(self, source, detail_type, **task_options)
+        The function is an ordinary task (it can be enqueued too) called with one argument, the event
+        dict. Use ``source="aws.events", detail_type="Scheduled Event"`` for a scheduled rule without Input.
+        """
+
+        def register(fn: F) -> Task[Any, Any]:
+            try:
+                inspect.signature(fn).bind({})
+            except TypeError as exc:
+                raise ConfigurationError(f"event task {fn.__qualname__!r} must take exactly one argument, the event: {exc}") from exc
+            task = self.task(**task_options)(fn)
+            self.registry.routes.append(EventRoute(source, detail_type, task.name))
+            return task
+
+        return register
 
     def __repr__(self) -> str:
         return f"<App {self.name} broker={self.settings.broker} tasks={len(self.registry)}>"

@@ -1,27 +1,66 @@
 """The producer: turns calls into envelopes and sends them, sync (boto3) or async (aioboto3).
 
 Building messages is pure and shared; ``send`` and ``asend`` differ only in the one
-broker call. Delays beyond SQS's 15-minute maximum become an envelope ``eta``: the
-message is sent with the maximum delay and the worker re-sends it until it is due.
+broker call. Middleware's ``on_enqueue`` sees every envelope before anything is sent. Delays
+beyond SQS's 15-minute maximum become an envelope ``eta``: the message is sent with the maximum
+delay and the worker re-sends it until it is due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cloudq.brokers.base import SQS_MAX_DELAY_S, OutgoingMessage, is_fifo
 from cloudq.envelope import Envelope, utcnow
 from cloudq.errors import ConfigurationError
-from cloudq.tasks import JobRef, SendOptions
 
 if TYPE_CHECKING:
-    from cloudq.app import App
+    from cloudq.brokers.base import Broker
+    from cloudq.middleware import MiddlewareChain
+    from cloudq.settings import Settings
+    from cloudq.settings_env import EnvSettings
 
-__all__ = ["Producer", "outgoing"]
+__all__ = ["JobRef", "Producer", "SendOptions", "outgoing"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """What ``delay`` returns: enough to find the job in logs and in the queue."""
+
+    id: str
+    task: str
+    queue: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Per-send options; ``delay`` accepts seconds or a timedelta (beyond 15 minutes: an ETA)."""
+
+    delay: float | timedelta | None = None
+    queue: str | None = None
+    group_id: str | None = None
+    dedup_id: str | None = None
+
+    @property
+    def delay_s(self) -> float:
+        delay = self.delay.total_seconds() if isinstance(self.delay, timedelta) else (self.delay or 0)
+        if delay < 0:
+            raise ConfigurationError(f"delay must be >= 0 seconds, got {delay}")
+        return float(delay)
+
+    def merge(self, **changes: Any) -> SendOptions:
+        unknown = set(changes) - {"delay", "queue", "group_id", "dedup_id"}
+        if unknown:
+            raise ConfigurationError(f"unknown send option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
 
 
 def outgoing(envelope: Envelope, queue: str, options: SendOptions) -> tuple[Envelope, OutgoingMessage]:
@@ -36,23 +75,27 @@ def outgoing(envelope: Envelope, queue: str, options: SendOptions) -> tuple[Enve
     if options.group_id or options.dedup_id:
         raise ConfigurationError(f"group_id/dedup_id need a FIFO queue (name ending .fifo), not {queue!r}")
     if delay_s > SQS_MAX_DELAY_S:
-        envelope = Envelope(
-            envelope.task, envelope.args, envelope.kwargs, envelope.id, envelope.enqueued_at,
-            envelope.enqueued_at + timedelta(seconds=delay_s), envelope.headers,
-        )  # fmt: skip
+        envelope = replace(envelope, eta=envelope.enqueued_at + timedelta(seconds=delay_s))
     return envelope, OutgoingMessage(envelope.encode(), delay_s=min(SQS_MAX_DELAY_S, round(delay_s)))
 
 
 class Producer:
-    """Sends jobs for an app; queues are logical names, mapped to physical ones here."""
+    """Sends jobs for an app; queues are logical names, mapped to physical ones here.
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    It carries the app's ``settings`` (tasks read their default queue and retries from it), the
+    broker (called on first send, so building an app opens nothing) and the middleware chain.
+    """
+
+    def __init__(self, settings: Settings | EnvSettings, broker: Callable[[], Broker], middleware: MiddlewareChain) -> None:
+        self.settings = settings
+        self._broker = broker
+        self.middleware = middleware
 
     def _build(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
         queue = options.queue or queue
         now = utcnow()
-        pairs = [outgoing(Envelope(task, args, kwargs, enqueued_at=now), queue, options) for args, kwargs in calls]
+        enqueue = self.middleware.enqueue
+        pairs = [outgoing(enqueue(Envelope(task, args, kwargs, enqueued_at=now)), queue, options) for args, kwargs in calls]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str]) -> list[JobRef]:
@@ -64,12 +107,12 @@ class Producer:
         queue, envelopes, messages = self._build(task, queue, calls, options)
         if not messages:
             return []
-        ids = self.app.broker.send(self.app.settings.queue_name(queue), messages)
+        ids = self._broker().send(self.settings.queue_name(queue), messages)
         return self._refs(task, queue, envelopes, ids)
 
     async def asend(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> list[JobRef]:
         queue, envelopes, messages = self._build(task, queue, calls, options)
         if not messages:
             return []
-        ids = await self.app.broker.asend(self.app.settings.queue_name(queue), messages)
+        ids = await self._broker().asend(self.settings.queue_name(queue), messages)
         return self._refs(task, queue, envelopes, ids)

@@ -23,16 +23,23 @@ _ERROR_CHARS = 1000
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What to do with a delivery: ``ack``, ``retry`` after ``delay_s``, ``dead_letter``, or
-    ``reschedule`` (an ETA beyond SQS's 15-minute delay: re-send with the rest of the delay)."""
+    """What to do with a delivery: ``ack`` (the job succeeded), ``retry`` after ``delay_s``,
+    ``dead_letter`` (``reason`` holds the attributes that travel with it), or ``reschedule`` (an ETA
+    beyond SQS's 15-minute delay: re-send with the rest of the delay). ``error`` is what the task
+    raised, for middleware that reports errors (``on_outcome``)."""
 
     kind: Literal["ack", "retry", "dead_letter", "reschedule"]
     delay_s: int = 0
     reason: dict[str, str] = field(default_factory=dict)
+    error: BaseException | None = field(default=None, compare=False)
 
     @classmethod
     def ack(cls) -> Outcome:
         return cls("ack")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.kind == "ack"
 
 
 def dead_letter_reason(category: str, exc: BaseException | None, attempt: int, source_queue: str) -> dict[str, str]:
@@ -67,11 +74,12 @@ class RetryPolicy:
         """Turn a task's exception into an outcome; poison never retries."""
         poison = _poison_category(exc)
         if poison:
-            return Outcome("dead_letter", reason=dead_letter_reason(poison, exc, attempt, source_queue))
+            return Outcome("dead_letter", reason=dead_letter_reason(poison, exc, attempt, source_queue), error=exc)
         if attempt > max_retries:
-            return Outcome("dead_letter", reason=dead_letter_reason("max_retries_exceeded", exc, attempt, source_queue))
+            return Outcome("dead_letter", reason=dead_letter_reason("max_retries_exceeded", exc, attempt, source_queue), error=exc)
         delay = exc.delay_s if isinstance(exc, Retry) and exc.delay_s is not None else None
-        return Outcome("retry", delay_s=min(SQS_MAX_VISIBILITY_S, round(delay)) if delay is not None else self.backoff(attempt))
+        delay_s = min(SQS_MAX_VISIBILITY_S, round(delay)) if delay is not None else self.backoff(attempt)
+        return Outcome("retry", delay_s=delay_s, error=exc)
 
 
 def _poison_category(exc: BaseException) -> str | None:

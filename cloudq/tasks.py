@@ -1,61 +1,30 @@
-"""Tasks: registered functions that can run inline or be enqueued as jobs.
+"""Tasks: registered functions that can run inline or be enqueued as jobs, and the registry.
 
 A :class:`Task` wraps a function; calling it runs the function in-process, and
-``delay``/``adelay``/``map`` enqueue jobs through the app's producer. Options that
-vary per send (delay, queue, FIFO group, dedup id) live in :class:`SendOptions`,
-so ``task.with_options(...)`` is a cheap view, not a copy of the task.
+``delay``/``adelay``/``map`` enqueue jobs through the producer it was given (the app's). Options
+that vary per send (delay, queue, FIFO group, dedup id) live in
+:class:`~cloudq.producer.SendOptions`, so ``task.with_options(...)`` is a cheap view, not a copy.
+The :class:`Registry` is the only place a task is looked up by name: an envelope can never name
+arbitrary code.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from cloudq.errors import ArgumentsError, ConfigurationError
+from cloudq.errors import ArgumentsError, ConfigurationError, TaskNotFound
+from cloudq.producer import JobRef, SendOptions
 
 if TYPE_CHECKING:
-    from cloudq.app import App
+    from cloudq.producer import Producer
 
-__all__ = ["JobRef", "SendOptions", "Task"]
+__all__ = ["EventRoute", "JobRef", "Registry", "SendOptions", "Task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class JobRef:
-    """What ``delay`` returns: enough to find the job in logs and in the queue."""
-
-    id: str
-    task: str
-    queue: str
-    message_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SendOptions:
-    """Per-send options; ``delay`` accepts seconds or a timedelta (beyond 15 minutes: an ETA)."""
-
-    delay: float | timedelta | None = None
-    queue: str | None = None
-    group_id: str | None = None
-    dedup_id: str | None = None
-
-    @property
-    def delay_s(self) -> float:
-        delay = self.delay.total_seconds() if isinstance(self.delay, timedelta) else (self.delay or 0)
-        if delay < 0:
-            raise ConfigurationError(f"delay must be >= 0 seconds, got {delay}")
-        return float(delay)
-
-    def merge(self, **changes: Any) -> SendOptions:
-        unknown = set(changes) - {"delay", "queue", "group_id", "dedup_id"}
-        if unknown:
-            raise ConfigurationError(f"unknown send option(s): {', '.join(sorted(unknown))}")
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 class Task(Generic[P, R]):
@@ -63,7 +32,7 @@ class Task(Generic[P, R]):
 
     def __init__(
         self,
-        app: App,
+        producer: Producer,
         fn: Callable[P, R],
         *,
         name: str,
@@ -76,7 +45,7 @@ class Task(Generic[P, R]):
             raise ConfigurationError(f"task {name!r}: max_retries must be >= 0")
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"task {name!r}: timeout must be > 0 seconds")
-        self.app = app
+        self.producer = producer
         self.fn = fn
         self.name = name
         self._queue = queue
@@ -90,11 +59,11 @@ class Task(Generic[P, R]):
 
     @property
     def queue(self) -> str:
-        return self.options.queue or self._queue or self.app.settings.default_queue
+        return self.options.queue or self._queue or self.producer.settings.default_queue
 
     @property
     def max_retries(self) -> int:
-        return self.app.settings.max_retries if self._max_retries is None else self._max_retries
+        return self.producer.settings.max_retries if self._max_retries is None else self._max_retries
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -119,20 +88,20 @@ class Task(Generic[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Enqueue one job (boto3 on SQS); arguments are checked against the signature first."""
         self.bind(args, kwargs)
-        return self.app.producer.send(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options)[0]
+        return self.producer.send(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options)[0]
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Enqueue one job without blocking the event loop (aioboto3 on SQS)."""
         self.bind(args, kwargs)
-        return (await self.app.producer.asend(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options))[0]
+        return (await self.producer.asend(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options))[0]
 
     def map(self, items: Iterable[Any]) -> list[JobRef]:
         """Enqueue one job per item, 10 per SendMessageBatch. An item is a tuple of args,
         a dict of kwargs, an ``(args, kwargs)`` pair, or a single argument."""
-        return self.app.producer.send(self.name, self.queue, self._calls(items), self.options)
+        return self.producer.send(self.name, self.queue, self._calls(items), self.options)
 
     async def amap(self, items: Iterable[Any]) -> list[JobRef]:
-        return await self.app.producer.asend(self.name, self.queue, self._calls(items), self.options)
+        return await self.producer.asend(self.name, self.queue, self._calls(items), self.options)
 
     def _calls(self, items: Iterable[Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         calls = [_as_call(item) for item in items]
@@ -149,3 +118,35 @@ def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
             return tuple(item[0]), dict(item[1])
         return tuple(item), {}
     return (item,), {}
+
+
+@dataclass(frozen=True, slots=True)
+class EventRoute:
+    """An EventBridge event (``source``, optionally ``detail-type``) that runs ``task`` when it invokes Lambda."""
+
+    source: str
+    detail_type: str | None
+    task: str
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        return event.get("source") == self.source and self.detail_type in (None, event.get("detail-type"))
+
+
+class Registry(dict[str, Task[Any, Any]]):
+    """Task name -> Task for one app, plus the EventBridge routes of ``app.on_event``."""
+
+    def __init__(self, app_name: str) -> None:
+        super().__init__()
+        self.app_name = app_name
+        self.routes: list[EventRoute] = []
+
+    def lookup(self, name: str) -> Task[Any, Any]:
+        """Tasks are looked up only here: an envelope can never name arbitrary code."""
+        try:
+            return self[name]
+        except KeyError:
+            raise TaskNotFound(f"no task named {name!r} is registered in app {self.app_name!r}") from None
+
+    def routed(self, event: Mapping[str, Any]) -> list[str]:
+        """Names of the tasks registered for ``event``, in registration order."""
+        return [route.task for route in self.routes if route.matches(event)]

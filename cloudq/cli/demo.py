@@ -116,12 +116,14 @@ def _example_app_on(settings: Settings) -> Iterator[App]:
 
     saved = app.settings
     app.close()
-    app.settings, app._broker = settings, None  # App has no public broker swap; a new broker opens the fresh file
+    app.settings = settings
+    app.use_broker(None)  # a new broker, built on first use, opens the fresh file
     try:
         yield app
     finally:
         app.close()
-        app.settings, app._broker = saved, None
+        app.settings = saved
+        app.use_broker(None)
 
 
 def _enqueue(n: int) -> None:

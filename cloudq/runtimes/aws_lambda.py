@@ -3,9 +3,8 @@
 Two ways in:
 
 * **SQS event source mapping** (``Records`` with ``eventSource: aws:sqs``). Every record becomes the
-  :class:`~cloudq.brokers.base.Delivery` the worker would have received, runs through
-  :func:`cloudq.executor.execute`, and its :class:`~cloudq.retry.Outcome` is carried out as the worker
-  does. The answer is the partial-batch contract (the mapping needs ``ReportBatchItemFailures``):
+  :class:`~cloudq.brokers.base.Delivery` the worker would have received and goes through the same
+  consumer core (:meth:`cloudq.consumer.Consumer.process`): run, then its fate carried out. The answer is the partial-batch contract (the mapping needs ``ReportBatchItemFailures``):
   ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` lists the records SQS must keep.
 
   ========== ========================================================= =========================
@@ -17,7 +16,8 @@ Two ways in:
   reschedule re-send with the rest of the ETA delay                    success
   ========== ========================================================= =========================
 
-  A settle call that fails turns the record into a failure, so SQS keeps it (never lost). Records of a
+  A settle call that fails turns the record into a failure, so SQS keeps it (never lost): the
+  consumer core's one policy, the worker's too. Records of a
   FIFO message group run one after another; once one fails, the rest of its group is reported failed
   without running (and kept out of sight as long as the failed one), so the group keeps its order.
   Other records run concurrently, up to ``settings.concurrency``: async tasks on the loop, sync ones
@@ -25,7 +25,7 @@ Two ways in:
 
 * **EventBridge invoking the function directly** (no queue). A scheduled rule whose constant Input
   is an envelope (the event has a ``"task"`` key) runs that job. A pattern-rule event (``source``,
-  ``detail-type``, ``detail``) runs every task registered for it with :func:`on_event`; such a task
+  ``detail-type``, ``detail``) runs every task registered for it with ``app.on_event``; such a task
   is called with one argument, the whole event dict. There is no batch here, so the answer is
   ``{"ok": true, "results": [...]}``. A task that fails with a retryable error makes the handler
   raise :class:`EventFailed`, so that Lambda's own retry for asynchronous invocations (up to 2 more
@@ -39,10 +39,10 @@ come back after the mapping's visibility timeout) rather than being cut off half
 Records still running when only a quarter of that margin is left are reported as failures too, and
 the handler answers: a timeout would fail the whole batch, re-running the records that succeeded.
 
-Inside the Lambda runtime (``AWS_LAMBDA_FUNCTION_NAME`` set) the SQS broker settles records through
-boto3 in threads (:class:`~cloudq.brokers.sqs.SqsBroker` ``async_io="threads"``): the first failed
-record of a cold start then pays no aioboto3/aiohttp import. ``lambda-local`` keeps aioboto3, since
-it long-polls through the same broker.
+Inside the Lambda runtime (``AWS_LAMBDA_FUNCTION_NAME`` set) the app's SQS broker settles records
+through boto3 in threads (:class:`~cloudq.brokers.sqs.SqsBroker` ``async_io="threads"``, chosen by
+the App): the first failed record of a cold start then pays no aioboto3/aiohttp import.
+``lambda-local`` keeps aioboto3, since it long-polls through the same broker.
 
 One event loop per process, kept on the handler and reused by warm invocations: ``asyncio.run`` per
 invocation would close the loop and with it every aioboto3 client bound to it. Logging is configured
@@ -55,11 +55,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import inspect
 import json
-import os
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,22 +67,20 @@ import structlog
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 from cloudq.brokers.base import Delivery, is_fifo
-from cloudq.errors import CloudQError, ConfigurationError
-from cloudq.executor import execute
+from cloudq.errors import CloudQError
 from cloudq.logs import configure_logging
-from cloudq.retry import Outcome
-from cloudq.settle import dead_letter, reschedule
 
 if TYPE_CHECKING:
-    from cloudq.app import App
-    from cloudq.tasks import Task
+    from cloudq.consumer import Consumer
+    from cloudq.settings import Settings
+    from cloudq.settings_env import EnvSettings
+    from cloudq.tasks import Registry
 
-__all__ = ["EventFailed", "LambdaContext", "LambdaHandler", "delivery_from_record", "event_kind", "on_event"]
+__all__ = ["EventFailed", "HandlerApp", "LambdaContext", "LambdaHandler", "delivery_from_record", "event_kind"]
 
 logger = structlog.get_logger("cloudq.lambda")
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 EVENTBRIDGE_QUEUE = "eventbridge"  # the `queue` of direct invocations in logs and dead-letter reasons
 MIN_REMAINING_FLOOR_MS = 2000
@@ -103,43 +98,14 @@ class LambdaContext(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
 
-# -- EventBridge routes ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class EventRoute:
-    source: str
-    detail_type: str | None
-    task: str
+class HandlerApp(Protocol):
+    """What the handler needs of a :class:`cloudq.App` (typed here so this module never imports it)."""
 
-    def matches(self, event: Mapping[str, Any]) -> bool:
-        return event.get("source") == self.source and self.detail_type in (None, event.get("detail-type"))
+    settings: Settings | EnvSettings
+    consumer: Consumer
+    registry: Registry
 
-
-# Kept beside the app rather than on it, so the App class knows nothing of Lambda.
-_ROUTES: weakref.WeakKeyDictionary[App, list[EventRoute]] = weakref.WeakKeyDictionary()
-
-
-def on_event(app: App, source: str, detail_type: str | None = None, **task_options: Any) -> Callable[[F], Task[Any, Any]]:
-    """Register a task for EventBridge events with this ``source`` (and ``detail-type``, if given).
-
-    The function is an ordinary task (it can be enqueued too) called with one argument, the event
-    dict. Use ``source="aws.events", detail_type="Scheduled Event"`` for a scheduled rule without Input.
-    """
-
-    def register(fn: F) -> Task[Any, Any]:
-        try:
-            inspect.signature(fn).bind({})
-        except TypeError as exc:
-            raise ConfigurationError(f"event task {fn.__qualname__!r} must take exactly one argument, the event: {exc}") from exc
-        task = app.task(**task_options)(fn)
-        _ROUTES.setdefault(app, []).append(EventRoute(source, detail_type, task.name))
-        return task
-
-    return register
-
-
-def routed_tasks(app: App, event: Mapping[str, Any]) -> list[str]:
-    """Names of the tasks registered for ``event``, in registration order."""
-    return [route.task for route in _ROUTES.get(app, []) if route.matches(event)]
+    async def aclose(self) -> None: ...
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -246,14 +212,12 @@ class LambdaHandler:
     ``configure_logs=False`` leaves structlog as the caller set it up.
     """
 
-    def __init__(self, app: App, *, min_remaining_ms: int | None = None, configure_logs: bool = True) -> None:
+    def __init__(self, app: HandlerApp, *, min_remaining_ms: int | None = None, configure_logs: bool = True) -> None:
         self.app = app
         self.min_remaining_ms = min_remaining_ms
         self.concurrency = app.settings.concurrency
         self.loop = asyncio.new_event_loop()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
-        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # set by the Lambda runtime, where nothing long-polls
-            app.broker_options.setdefault("sqs_async_io", "threads")
         if configure_logs:
             fmt = "json" if app.settings.log_format == "auto" else app.settings.log_format
             configure_logging(fmt, app.settings.log_level)
@@ -281,15 +245,18 @@ class LambdaHandler:
         """Drive ``awaitable`` on the handler's long-lived loop (lambda-local polls through it too)."""
         return self.loop.run_until_complete(awaitable)
 
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
     def close(self) -> None:
-        """Release the broker's clients, the threads and the loop (tests, lambda-local; Lambda never calls it)."""
+        """Release the broker's clients, the threads and the loop (tests, lambda-local; Lambda never
+        calls it). The next ``app.lambda_handler`` builds a new handler."""
         if self.loop.is_closed():
             return
         self.run(self.app.aclose())
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.loop.close()
-        if self.app.__dict__.get("lambda_handler") is self:  # the next app.lambda_handler builds afresh
-            del self.app.__dict__["lambda_handler"]
 
     async def _run_sync(self, call: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
@@ -344,26 +311,11 @@ class LambdaHandler:
         try:
             delivery = delivery_from_record(record)
             queue = logical_queue(delivery.queue, self.app.settings.queue_prefix)
-            outcome = await execute(delivery, self.app, queue, run_sync=self._run_sync)
-            return await self._settle(delivery, queue, outcome)
+            settled = await self.app.consumer.process(delivery, queue, run_sync=self._run_sync)
+            return RecordResult(delivery.message_id, ok=settled.done, delay_s=settled.delay_s)
         except Exception as exc:  # noqa: BLE001 - a bad record must never fail the others
             logger.error("lambda.record_failed", message_id=message_id, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             return RecordResult(message_id, ok=False)
-
-    async def _settle(self, delivery: Delivery, queue: str, outcome: Outcome) -> RecordResult:
-        """Carry out the outcome as the worker does; ``ok`` means Lambda may delete the record."""
-        try:
-            if outcome.kind == "retry":
-                await self.app.broker.change_visibility(delivery.queue, [delivery], outcome.delay_s)
-                return RecordResult(delivery.message_id, ok=False, delay_s=outcome.delay_s)
-            if outcome.kind == "dead_letter":
-                await dead_letter(self.app, queue, delivery, outcome.reason)
-            elif outcome.kind == "reschedule":
-                await reschedule(self.app, queue, delivery, outcome.delay_s)
-        except Exception as exc:  # noqa: BLE001 - reported as failed, SQS keeps the message
-            logger.error("job.settle_failed", outcome=outcome.kind, error=f"{type(exc).__name__}: {exc}")
-            return RecordResult(delivery.message_id, ok=False)
-        return RecordResult(delivery.message_id, ok=True)
 
     async def _hold_back(self, records: Sequence[Mapping[str, Any]], delay_s: int | None) -> list[RecordResult]:
         """Fail the rest of a FIFO group unrun; keep them out of sight as long as the failed record,
@@ -372,7 +324,7 @@ class LambdaHandler:
         if delay_s is not None:
             try:
                 deliveries = [delivery_from_record(r) for r in records]
-                await self.app.broker.change_visibility(deliveries[0].queue, deliveries, delay_s)
+                await self.app.consumer.broker.change_visibility(deliveries[0].queue, deliveries, delay_s)
             except Exception as exc:  # noqa: BLE001 - they come back after the visibility timeout anyway
                 logger.warning("lambda.hold_back_failed", error=f"{type(exc).__name__}: {exc}")
         return [_skipped(r, "fifo_group_failed") for r in records]
@@ -383,7 +335,7 @@ class LambdaHandler:
             body, task = json.dumps(event), str(event.get("task"))
             results = [await self._run_direct(body, task, request_id)]
         else:
-            tasks = routed_tasks(self.app, event)
+            tasks = self.app.registry.routed(event)
             if not tasks:
                 logger.error("lambda.event_unrouted", source=event.get("source"), detail_type=event.get("detail-type"))
                 return {"ok": False, "error": f"no task registered for source={event.get('source')!r} detail-type={event.get('detail-type')!r}"}
@@ -395,15 +347,18 @@ class LambdaHandler:
         return {"ok": all(r["outcome"] != "dead_letter" for r in results), "results": results}
 
     async def _run_direct(self, body: str, task: str, message_id: str) -> dict[str, Any]:
-        """Run one job of a direct invocation through execute(), like any delivery of attempt 1."""
+        """Run one job of a direct invocation through the consumer core, like any delivery of attempt 1.
+
+        No receipt: there is no queue message, so the core only reports a retry or a dead letter, and
+        hands an ETA beyond 15 minutes to the task's queue."""
         delivery = Delivery(queue=EVENTBRIDGE_QUEUE, message_id=message_id, receipt="", body=body, receive_count=1)
-        outcome = await asyncio.create_task(execute(delivery, self.app, EVENTBRIDGE_QUEUE, run_sync=self._run_sync))
+        settled = await asyncio.create_task(self.app.consumer.process(delivery, EVENTBRIDGE_QUEUE, run_sync=self._run_sync))
+        outcome = settled.outcome
+        if outcome.kind == "reschedule" and not settled.done:
+            raise EventFailed(f"task {task} could not be handed to its queue; Lambda's retry for asynchronous invocations applies")
         result: dict[str, Any] = {"task": task, "outcome": outcome.kind}
         if outcome.kind == "dead_letter":
             result["reason"] = outcome.reason
-        elif outcome.kind == "reschedule":  # an ETA beyond 15 minutes: hand it to the task's queue
-            registered = self.app.registry.get(task)
-            queue = registered.queue if registered is not None else self.app.settings.default_queue
-            await reschedule(self.app, queue, delivery, outcome.delay_s)
+        elif outcome.kind == "reschedule":
             result["delay_s"] = outcome.delay_s
         return result

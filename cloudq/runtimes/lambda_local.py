@@ -14,6 +14,11 @@ response, or runs past ``timeout_s`` fails as a whole: nothing of its batch is d
 
 Polling runs on the handler's own event loop, so the aioboto3 client the handler uses to change
 visibility is the same one that received the messages.
+
+``burst`` ends at the first round of polls that finds no visible message, once no failed record is
+still expected back within ``burst_retry_wait_s`` (60 s; a retry's backoff): those are waited for
+and run. Records still out then are made visible again, so a burst never strands a job. A run cut
+short by ``max_batches`` leaves a retry's backoff alone.
 """
 
 from __future__ import annotations
@@ -174,6 +179,7 @@ class EventSourceMapping:
         burst: bool = False,
         max_batches: int | None = None,
         function_name: str | None = None,
+        burst_retry_wait_s: float = 60.0,
     ) -> None:
         self.app = app
         self.queues = list(queues or app.queues())
@@ -184,7 +190,10 @@ class EventSourceMapping:
         self.max_batches = max_batches
         self.function_name = function_name or f"{app.name}-cloudq"
         self.region = app.settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.burst_retry_wait_s = burst_retry_wait_s
         self.stats = LocalStats()
+        # Records the handler failed and that have not come back yet: message id -> (delivery, failed at).
+        self._out: dict[str, tuple[Delivery, float]] = {}
         self._validate()
 
     def _validate(self) -> None:
@@ -212,13 +221,34 @@ class EventSourceMapping:
                     deliveries = handler.run(self._collect(physical, wait_s))
                     if deliveries:
                         found = True
+                        for delivery in deliveries:
+                            self._out.pop(delivery.message_id, None)
                         self._invoke(handler, physical, deliveries)
-                if self.burst and not found:
+                if self.burst and not found and not self._expecting():
+                    handler.run(self._release_out())
                     break
         finally:
             handler.run(self.app.aclose())  # clients are rebuilt on next use; the loop stays for the handler
             logger.info("lambda_local.stopped", **self.stats.as_dict())
         return self.stats
+
+    def _expecting(self) -> bool:
+        """Whether a failed record may still come back within the burst's bound."""
+        horizon = time.monotonic() - self.burst_retry_wait_s
+        return any(failed_at > horizon for _, failed_at in self._out.values())
+
+    async def _release_out(self) -> None:
+        """Make the failed records not yet back visible again, so that the burst leaves none in flight."""
+        by_queue: dict[str, list[Delivery]] = {}
+        for delivery, _ in self._out.values():
+            by_queue.setdefault(delivery.queue, []).append(delivery)
+        self._out.clear()
+        for queue, deliveries in by_queue.items():
+            try:
+                await self.app.broker.change_visibility(queue, deliveries, 0)
+                logger.info("lambda_local.retries_released", queue=queue, count=len(deliveries))
+            except BrokerError as exc:
+                logger.warning("lambda_local.release_failed", queue=queue, count=len(deliveries), error=str(exc))
 
     def _done(self) -> bool:
         return self.max_batches is not None and self.stats.invocations >= self.max_batches
@@ -249,6 +279,8 @@ class EventSourceMapping:
             failed = None
         keep = {d.message_id for d in deliveries} if failed is None else failed
         self.stats.failed += [d.message_id for d in deliveries if d.message_id in keep]
+        now = time.monotonic()
+        self._out.update((d.message_id, (d, now)) for d in deliveries if d.message_id in keep)
         done = [d for d in deliveries if d.message_id not in keep]
         try:
             handler.run(self.app.broker.ack(physical, done))

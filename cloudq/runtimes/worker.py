@@ -6,6 +6,19 @@ its visibility), async tasks run on the loop and sync tasks on a bounded thread
 pool. Deletes are batched (:class:`AckBatcher`), visibility is extended for long
 jobs by one batched heartbeat, and SIGTERM drains: stop receiving, let running
 jobs finish within the grace period, release the rest at once, flush deletes.
+
+What happens to each delivery (run, then ack, retry, dead-letter, re-send) is the consumer core's
+(:class:`cloudq.consumer.Consumer`); this module keeps what is the worker's own:
+
+* **Slots** are handed out in turn: a poller that asks while others wait queues behind them, so
+  every queue is served whatever ``concurrency`` and the number of queues (with fewer slots than
+  queues, long polls are cut to 1 s so that the slots rotate quickly).
+* **Burst** (``--burst``) ends when the queues are empty, nothing runs, and no retry this worker
+  scheduled is due within ``burst_retry_wait_s`` (60 s): those it waits for and runs. A retry due
+  later is made visible again at exit, so a burst never leaves a job stranded in flight. (A run
+  ended by ``max_tasks`` or a signal leaves a retry's backoff alone.)
+* **Start-up** through an outage: resolving the queues retries with backoff
+  (``worker.broker_unavailable``) until the endpoint answers; SIGTERM meanwhile exits cleanly.
 """
 
 from __future__ import annotations
@@ -14,7 +27,7 @@ import asyncio
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,15 +38,13 @@ import structlog
 import tenacity
 
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
-from cloudq.errors import BrokerError, BrokerUnavailable, CloudQError
-from cloudq.executor import execute
-from cloudq.retry import Outcome
-from cloudq.settle import dead_letter, reschedule
+from cloudq.errors import BrokerError, BrokerUnavailable
 from cloudq.transient import transient_retry
 
 if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.brokers.base import Broker
+    from cloudq.consumer import Settled
     from cloudq.tasks import Task
 
 __all__ = ["AckBatcher", "Worker", "WorkerStats"]
@@ -42,6 +53,12 @@ logger = structlog.get_logger("cloudq.runtimes.worker")
 
 _ACK_ATTEMPTS = 5  # tries of one delete batch (about 3 s of pauses) before it is left to the visibility timeout
 _GATHER_S = 0.02  # longest wait for more free slots before a receive (see Worker._gather_batch)
+_ROTATE_WAIT_S = 1  # long poll when there are fewer slots than queues, so that slots rotate
+
+
+def _backoff_s(failures: int) -> float:
+    """Pause after ``failures`` failed calls in a row to an unreachable broker: 1 s doubling to 30 s."""
+    return min(30.0, 0.5 * 2 ** min(failures, 6))
 
 
 @dataclass(slots=True)
@@ -197,15 +214,21 @@ class Worker:
         burst: bool = False,
         max_tasks: int | None = None,
         burst_wait_s: float = 1.0,
+        burst_retry_wait_s: float = 60.0,
         fire_schedules: bool | None = None,
     ) -> None:
         settings = app.settings
         self.app = app
+        self.consumer = app.consumer
+        self.broker = app.broker
         self.queues = list(queues or app.queues())
         self.concurrency = concurrency or settings.concurrency
         self.burst = burst
+        self.burst_retry_wait_s = burst_retry_wait_s
         self.max_tasks = max_tasks
         self.wait_s = min(settings.wait_time_s, burst_wait_s) if burst else settings.wait_time_s
+        if self.concurrency < len(self.queues):
+            self.wait_s = min(self.wait_s, _ROTATE_WAIT_S)
         self.visibility_timeout_s = max(1, settings.visibility_timeout_s)
         self.grace_s = settings.shutdown_grace_s
         # Periodic tasks: EventBridge fires them on SQS; on the local broker the workers do, sharing a
@@ -219,14 +242,17 @@ class Worker:
         per_queue = max(1, -(-self.concurrency // len(self.queues)))
         self._pollers_per_queue = -(-per_queue // SQS_MAX_BATCH)
         self._poller_share = max(1, -(-per_queue // self._pollers_per_queue))
-        self._slot_freed = asyncio.Event()
+        self._turns: deque[asyncio.Future[None]] = deque()  # pollers waiting for slots, first come first served
         self._gathering: set[asyncio.Future[None]] = set()  # pollers waiting for a full batch of slots
         self._stopping = asyncio.Event()
         self._running: set[_Job] = set()
         self._started_jobs = 0
+        # Retries this worker scheduled and has not seen again: queue -> message id -> (delivery, due).
+        self._retries: dict[str, dict[str, tuple[Delivery, float]]] = defaultdict(dict)
+        self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: _ThreadResults | None = None
-        self._acks = AckBatcher(app.broker, settings.delete_flush_s)
+        self._acks = AckBatcher(self.broker, settings.delete_flush_s)
         self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
 
     # -- control ----------------------------------------------------------------------------
@@ -243,7 +269,9 @@ class Worker:
 
     async def run(self) -> WorkerStats:
         """Run until stopped; returns counts. Raises QueueNotFound at start for a missing queue."""
-        await self._resolve_queues()
+        if not await self._resolve_queues():
+            logger.info("worker.stopped", received=0, succeeded=0, retried=0, dead_lettered=0)
+            return self.stats
         self._touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
         pollers = {
@@ -263,6 +291,8 @@ class Worker:
                 poller.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)
             await self._drain_running()
+            if self._drained:
+                await self._release_retries()
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self._acks.drain()
@@ -298,23 +328,66 @@ class Worker:
         finally:
             stop_wait.cancel()
 
-    async def _resolve_queues(self) -> None:
-        resolve = getattr(self.app.broker, "aqueue_url", None)
-        if resolve is not None:
-            for queue in self.queues:
-                await resolve(self.app.settings.queue_name(queue))
+    async def _resolve_queues(self) -> bool:
+        """Resolve the queues before polling, waiting out an unreachable endpoint (an ECS task started
+        during a blip must not crash-loop); False if stopped meanwhile. A missing queue still raises."""
+        resolve = getattr(self.broker, "aqueue_url", None)
+        failures = 0
+        while resolve is not None and not self._stopping.is_set():
+            try:
+                for queue in self.queues:
+                    await resolve(self.app.settings.queue_name(queue))
+                return True
+            except BrokerUnavailable as exc:
+                failures += 1
+                logger.warning("worker.broker_unavailable", phase="start", error=str(exc), failures=failures)
+                await self._sleep(_backoff_s(failures))
+        return not self._stopping.is_set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the worker is asked to stop."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     # -- receiving --------------------------------------------------------------------------
     async def _take_slots(self) -> int:
-        while self._free <= 0:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-        await self._gather_batch()
-        wanted = min(self._free, self._poller_share)
-        if self.max_tasks is not None:
-            wanted = min(wanted, self.max_tasks - self._started_jobs)
-        self._free -= wanted
-        return wanted
+        """Wait for this poller's turn and a free slot, then take up to its share."""
+        turn = await self._my_turn()
+        try:
+            await self._gather_batch()
+            wanted = min(self._free, self._poller_share)
+            if self.max_tasks is not None:
+                wanted = min(wanted, self.max_tasks - self._started_jobs)
+            self._free -= wanted
+            return wanted
+        finally:
+            self._end_turn(turn)
+
+    async def _my_turn(self) -> asyncio.Future[None] | None:
+        """Return once a slot is free and every poller that asked earlier has taken its slots; a
+        poller that just gave its slots back thus queues behind the others (no queue starves)."""
+        if self._free > 0 and not self._turns:
+            return None
+        turn = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        try:
+            await turn
+        except BaseException:
+            self._end_turn(turn)
+            raise
+        return turn
+
+    def _end_turn(self, turn: asyncio.Future[None] | None) -> None:
+        if turn is not None and turn in self._turns:
+            self._turns.remove(turn)
+        self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        """Wake the first waiting poller if a slot is free; it stays first until it has taken them."""
+        if self._free > 0 and self._turns and not self._turns[0].done():
+            self._turns[0].set_result(None)
 
     def _batch_ready(self) -> bool:
         return self._free >= self._poller_share or not self._running
@@ -341,7 +414,7 @@ class Worker:
 
     def _release(self, slots: int) -> None:
         self._free += slots
-        self._slot_freed.set()
+        self._pass_turn()
         if self._gathering and self._batch_ready():
             for waiter in self._gathering:
                 _wake(waiter)
@@ -368,7 +441,7 @@ class Worker:
             except BrokerUnavailable as exc:
                 failures += 1
                 logger.warning("worker.broker_unavailable", queue=queue, error=str(exc), failures=failures)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                await self._sleep(_backoff_s(failures))
                 continue
             failures = 0
             self._release(wanted - len(deliveries))
@@ -378,18 +451,22 @@ class Worker:
                 return
             if not deliveries:
                 logger.debug("worker.empty_poll", queue=queue)
-                if self.burst and not self._running:
+                if self.burst and not self._running and not self._retry_due_soon(physical):
+                    self._drained = True
                     return
                 if self.wait_s < 1:
                     await asyncio.sleep(0.01)  # a short poll came back empty: do not spin the loop
                 continue
+            retries = self._retries.get(physical)
             for delivery in deliveries:
+                if retries:
+                    retries.pop(delivery.message_id, None)
                 self._start(queue, physical, delivery)
 
     async def _receive(self, physical: str, wanted: int) -> list[Delivery]:
         """Receive for ``wanted`` taken slots; on any error the slots are given back first."""
         try:
-            return await self.app.broker.receive(
+            return await self.broker.receive(
                 physical, max_messages=wanted, wait_s=self.wait_s, visibility_timeout_s=self.visibility_timeout_s
             )
         except BaseException:
@@ -415,38 +492,47 @@ class Worker:
                 job.deadline = job.started + task.timeout
 
         try:
-            outcome = await execute(job.delivery, self.app, job.queue, run_sync=self._run_sync, on_start=on_start)
-            await self._settle(job, outcome)
+            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._run_sync, on_start=on_start)
+            self._account(job, settled)
         finally:
             self._running.discard(job)
             self._release(1)
             if self.max_tasks is not None and self.stats.processed >= self.max_tasks:
                 self.stop("max_tasks")
 
-    async def _settle(self, job: _Job, outcome: Outcome) -> None:
-        delivery = job.delivery
-        try:
-            if outcome.kind == "retry":
-                self.stats.retried += 1
-                await self.app.broker.change_visibility(job.physical, [delivery], outcome.delay_s)
-                return
-            if outcome.kind == "dead_letter":
-                self.stats.dead_lettered += 1
-                await dead_letter(self.app, job.queue, delivery, outcome.reason)
-            elif outcome.kind == "reschedule":
-                self.stats.rescheduled += 1
-                await reschedule(self.app, job.queue, delivery, outcome.delay_s)
-            else:
-                self.stats.succeeded += 1
-            self._acks.add(job.physical, delivery)
-        except CloudQError as exc:
-            # The message is still in its queue: it comes back after its visibility timeout.
-            logger.error("job.settle_failed", outcome=outcome.kind, error=str(exc), message_id=delivery.message_id)
+    def _account(self, job: _Job, settled: Settled) -> None:
+        """Count the outcome; batch the delete of a finished message; remember a retry (for burst)."""
+        kind = settled.outcome.kind
+        if kind == "ack":
+            self.stats.succeeded += 1
+        elif kind == "retry":
+            self.stats.retried += 1
+            if self.burst and settled.delay_s is not None:
+                self._retries[job.physical][job.delivery.message_id] = (job.delivery, time.monotonic() + settled.delay_s)
+        elif kind == "dead_letter":
+            self.stats.dead_lettered += 1
+        else:
+            self.stats.rescheduled += 1
+        if settled.done:
+            self._acks.add(job.physical, job.delivery)
+
+    def _retry_due_soon(self, physical: str) -> bool:
+        """Whether a retry this worker scheduled on ``physical`` comes back within the burst's bound."""
+        horizon = time.monotonic() + self.burst_retry_wait_s
+        return any(due <= horizon for _, due in self._retries.get(physical, {}).values())
+
+    async def _release_retries(self) -> None:
+        """At the end of a burst, retries due beyond the bound are made visible now, not left in flight."""
+        for physical, retries in self._retries.items():
+            if retries:
+                logger.info("worker.retries_released", queue=physical, count=len(retries))
+                await self._nack(physical, [delivery for delivery, _ in retries.values()])
+        self._retries.clear()
 
     async def _nack(self, physical: str, deliveries: Sequence[Delivery]) -> None:
         """Make messages visible again at once (shutdown): another worker takes them now."""
         try:
-            await self.app.broker.change_visibility(physical, deliveries, 0)
+            await self.broker.change_visibility(physical, deliveries, 0)
         except BrokerError as exc:
             logger.warning("worker.release_failed", count=len(deliveries), error=str(exc))
 
@@ -490,7 +576,7 @@ class Worker:
 
     async def _extend(self, physical: str, jobs: list[_Job], visible_until: float) -> None:
         try:
-            await self.app.broker.change_visibility(physical, [j.delivery for j in jobs], self.visibility_timeout_s)
+            await self.broker.change_visibility(physical, [j.delivery for j in jobs], self.visibility_timeout_s)
         except BrokerError as exc:
             logger.warning("worker.heartbeat_failed", queue=physical, error=str(exc))
             return

@@ -25,8 +25,9 @@ from cloudq.errors import ConfigurationError, EnvelopeError, ScheduleError
 from cloudq.schedules.expressions import Schedule, parse_schedule
 
 if TYPE_CHECKING:
-    from cloudq.app import App
     from cloudq.tasks import Task
+
+    RegisterTask = Callable[..., Callable[[Callable[..., Any]], Task[Any, Any]]]
 
 __all__ = ["SCHEDULED_HEADER", "PeriodicSpec", "periodic"]
 
@@ -71,7 +72,8 @@ class PeriodicSpec:
 
 
 def periodic(
-    app: App,
+    register_task: RegisterTask,
+    periodic_tasks: dict[str, PeriodicSpec],
     schedule: str,
     *,
     name: str | None = None,
@@ -80,7 +82,8 @@ def periodic(
     kwargs: Mapping[str, Any] | None = None,
     timezone: str | None = None,
 ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
-    """The decorator behind :meth:`cloudq.App.periodic`; registers the task, then its spec."""
+    """The decorator behind :meth:`cloudq.App.periodic`: registers the task through ``register_task``
+    (the app's ``task``), then its spec in ``periodic_tasks``."""
 
     def register(fn: Callable[..., Any]) -> Task[Any, Any]:
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -88,11 +91,11 @@ def periodic(
         _check_timezone(task_name, timezone)
         spec_args, spec_kwargs = tuple(args), dict(kwargs or {})
         _check_arguments(task_name, fn, spec_args, spec_kwargs)
-        existing = app.periodic_tasks.get(task_name)
+        existing = periodic_tasks.get(task_name)
         if existing is not None and _key(existing) != (parsed, spec_args, spec_kwargs, timezone):
             raise ConfigurationError(f"task {task_name!r} is already periodic with another schedule or arguments")
-        task = app.task(name=task_name, queue=queue)(fn)
-        app.periodic_tasks[task_name] = PeriodicSpec(task, parsed, spec_args, spec_kwargs, timezone)
+        task = register_task(name=task_name, queue=queue)(fn)
+        periodic_tasks[task_name] = PeriodicSpec(task, parsed, spec_args, spec_kwargs, timezone)
         return task
 
     return register

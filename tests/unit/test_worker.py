@@ -46,7 +46,17 @@ def app(broker: MemoryBroker) -> cloudq.App:
 
 
 async def burst(app: cloudq.App, **kwargs: Any) -> Worker:
+    # The broker runs on a fake clock that tests step between bursts: a burst must not wait (on the real
+    # clock) for a retry to come back, so burst_retry_wait_s=0 unless a test says otherwise.
+    kwargs.setdefault("burst_retry_wait_s", 0)
     worker = Worker(app, burst=True, burst_wait_s=0, **kwargs)
+    await asyncio.wait_for(worker.run(), 10)
+    return worker
+
+
+async def run_jobs(app: cloudq.App, n: int, **kwargs: Any) -> Worker:
+    """Run exactly ``n`` jobs, then stop (``max_tasks``, not burst: a retry stays in flight, on the broker's fake clock)."""
+    worker = Worker(app, max_tasks=n, **kwargs)
     await asyncio.wait_for(worker.run(), 10)
     return worker
 
@@ -81,7 +91,7 @@ async def test_failure_retries_with_backoff_then_dead_letters_with_reason(app: c
 
     flaky.delay()
     for _ in range(3):
-        await burst(app)
+        await run_jobs(app, 1)
         assert broker.stats("default").visible == 0
         clock.now += 10_000
     assert len(attempts) == 3
@@ -103,11 +113,11 @@ async def test_retry_signal_uses_its_delay(app: cloudq.App, broker: MemoryBroker
             raise cloudq.Retry(delay=60)
 
     later.delay()
-    await burst(app)
+    await run_jobs(app, 1)
     clock.now += 59
     assert broker.stats("default").in_flight == 1
     clock.now += 2
-    await burst(app)
+    await run_jobs(app, 1)
     assert len(calls) == 2 and broker.messages("default") == []
 
 
@@ -160,7 +170,7 @@ async def test_async_task_past_its_timeout_is_cancelled_and_fails(app: cloudq.Ap
         await asyncio.sleep(5)
 
     slow.delay()
-    worker = await burst(app)
+    worker = await run_jobs(app, 1)
     assert worker.stats.retried == 1 and broker.stats("default").in_flight == 1
 
 
@@ -283,7 +293,7 @@ async def test_worker_survives_an_unavailable_broker(app: cloudq.App, broker: Me
         return await real_receive(*args, **kwargs)
 
     monkeypatch.setattr(broker, "receive", flaky_receive)
-    monkeypatch.setattr("cloudq.runtimes.worker.asyncio.sleep", _fast_sleep)
+    monkeypatch.setattr("cloudq.runtimes.worker._backoff_s", lambda failures: 0.01)
     done: list[int] = []
 
     @app.task(name="t")

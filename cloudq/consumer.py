@@ -1,0 +1,247 @@
+"""The consumer core: run one delivery and carry out its whole fate, for every runtime.
+
+The worker, the Lambda handler (SQS records and EventBridge direct events) and ``lambda-local``
+all hand each delivery to :meth:`Consumer.process`; what stays in a runtime is only its own:
+polling, slots, delete batching and the heartbeat in the worker; event shapes, deadlines, FIFO
+chains and ``batchItemFailures`` in Lambda. A delivery flows::
+
+    decode envelope -> ETA due? -> look up the task -> middleware on_job -> call the task
+      -> RetryPolicy.decide (pure) -> one outcome log line -> settle -> middleware on_outcome
+
+Settling carries out the outcome:
+
+=========== ============================================================ ===========
+outcome     what the consumer does                                       ``done``
+=========== ============================================================ ===========
+ack         nothing (the runtime deletes: worker batch, Lambda success)  True
+retry       ChangeMessageVisibility to the backoff                       False
+dead_letter send the body to the queue's DLQ with the reason attributes  True
+reschedule  re-send with the rest of the ETA delay                       True
+=========== ============================================================ ===========
+
+``done`` tells the runtime it may delete the message. One policy for a settle call that fails,
+on every runtime: it is logged (``job.settle_failed``) and the delivery is *not* done, so the
+message stays in its queue and comes back after its visibility timeout: nothing is lost, and
+nothing is settled twice (a message is deleted only after its DLQ copy or re-send succeeded).
+
+A delivery without a receipt handle is a direct invocation (EventBridge calling Lambda, no
+queue): a retry and a dead letter are only reported, and an ETA re-send goes to the task's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from structlog.contextvars import bind_contextvars
+
+from cloudq.brokers.base import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S, Delivery, OutgoingMessage, is_fifo
+from cloudq.envelope import Envelope, format_time, utcnow
+from cloudq.errors import TaskSignal
+from cloudq.job import Job, _current
+from cloudq.retry import Outcome
+
+if TYPE_CHECKING:
+    from cloudq.brokers.base import Broker
+    from cloudq.middleware import MiddlewareChain
+    from cloudq.retry import RetryPolicy
+    from cloudq.settings_env import QueueNaming
+    from cloudq.tasks import Registry, Task
+
+__all__ = ["Consumer", "JobTimeout", "RunSync", "Settled"]
+
+logger = structlog.get_logger("cloudq.job")
+
+RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
+_MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
+
+
+async def _to_thread(call: Callable[[], Any]) -> Any:
+    return await asyncio.to_thread(call)
+
+
+class JobTimeout(TimeoutError):
+    """An async task ran past its ``timeout`` and was cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How a delivery ended, for its runtime: ``done`` means the message may be deleted; otherwise it
+    stays in its queue, and ``delay_s`` is the visibility a retry gave it."""
+
+    outcome: Outcome
+    done: bool
+    delay_s: int | None = None
+
+
+async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync) -> Any:
+    """Bind arguments (ArgumentsError is poison) and run the task, async on the loop, sync in a thread."""
+    bound = task.bind(envelope.args, envelope.kwargs)
+    if task.is_async:
+        coro = task.fn(*bound.args, **bound.kwargs)
+        if task.timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, task.timeout)
+        except asyncio.TimeoutError:
+            raise JobTimeout(f"task {task.name!r} exceeded its timeout of {task.timeout:g}s") from None
+    ctx = contextvars.copy_context()  # log context and current_job() follow the call into its thread
+    return await run_sync(lambda: ctx.run(task.fn, *bound.args, **bound.kwargs))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+class Consumer:
+    """Runs deliveries of an app's tasks; built by :class:`cloudq.App`, which hands in its parts."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        naming: QueueNaming,
+        broker: Callable[[], Broker],
+        policy: RetryPolicy,
+        max_retries: int,
+        default_queue: str,
+        middleware: MiddlewareChain,
+    ) -> None:
+        self.registry = registry
+        self.naming = naming
+        self._broker = broker
+        self.policy = policy
+        self.max_retries = max_retries
+        self.default_queue = default_queue
+        self.middleware = middleware
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker()
+
+    async def process(
+        self,
+        delivery: Delivery,
+        queue: str,
+        *,
+        run_sync: RunSync = _to_thread,
+        on_start: Callable[[Task[Any, Any]], None] | None = None,
+    ) -> Settled:
+        """Run one delivery of logical ``queue`` and carry out its fate; never raises (but for cancellation).
+
+        ``on_start`` learns the task before it runs (the worker uses its timeout for the heartbeat).
+        Context (job_id, task, queue, attempt, message_id) is bound with structlog's contextvars in
+        the caller's asyncio task: run each delivery in a task of its own.
+        """
+        job, outcome = await self.execute(delivery, queue, run_sync=run_sync, on_start=on_start)
+        settled = await self.settle(delivery, queue, outcome)
+        self.middleware.outcome(job, outcome)
+        return settled
+
+    async def execute(
+        self, delivery: Delivery, queue: str, *, run_sync: RunSync = _to_thread, on_start: Callable[[Task[Any, Any]], None] | None = None
+    ) -> tuple[Job, Outcome]:
+        """Run the task and decide the outcome (nothing settled yet); writes the one outcome log line."""
+        attempt = delivery.receive_count
+        bind_contextvars(message_id=delivery.message_id, attempt=attempt, queue=queue)
+        # One logger per delivery: each call on the module's lazy proxy would assemble a new one.
+        log = logger.bind()
+        log.debug("job.received")
+        started = time.perf_counter()
+        job = Job(delivery.message_id, "", queue, attempt, delivery.message_id, enqueued_at=delivery.sent_at)
+        task: Task[Any, Any] | None = None
+        try:
+            envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
+            bind_contextvars(job_id=envelope.id, task=envelope.task)
+            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at)
+            if envelope.eta is not None and (waiting := _eta_outcome(envelope, queue)) is not None:
+                log.info("job.rescheduled", delay_s=waiting.delay_s)
+                return job, waiting
+            task = self.registry.lookup(envelope.task)
+            log.debug("job.started")
+            if on_start is not None:
+                on_start(task)
+            token = _current.set(job)
+            try:
+                await self.middleware.run(job, lambda: call_task(task, envelope, run_sync))  # type: ignore[arg-type]
+            finally:
+                _current.reset(token)
+        except asyncio.CancelledError:
+            raise
+        except (Exception, TaskSignal) as exc:  # noqa: BLE001 - a job's failure must never crash the runtime
+            max_retries = task.max_retries if task is not None else self.max_retries
+            outcome = self.policy.decide(exc, attempt=attempt, max_retries=max_retries, source_queue=queue)
+            _log_failure(log, exc, outcome, _ms_since(started))
+            return job, outcome
+        log.info("job.succeeded", duration_ms=_ms_since(started))
+        return job, Outcome.ack()
+
+    async def settle(self, delivery: Delivery, queue: str, outcome: Outcome) -> Settled:
+        """Carry out ``outcome`` (see the module docstring); a failing call leaves the message in its queue."""
+        from_queue = bool(delivery.receipt)
+        try:
+            if outcome.kind == "retry":
+                if from_queue:
+                    await self.broker.change_visibility(delivery.queue, [delivery], outcome.delay_s)
+                return Settled(outcome, done=False, delay_s=outcome.delay_s)
+            if outcome.kind == "dead_letter" and from_queue:
+                await self._dead_letter(queue, delivery, outcome.reason)
+            elif outcome.kind == "reschedule":
+                await self._reschedule(delivery, outcome.delay_s, from_queue=from_queue)
+        except Exception as exc:  # noqa: BLE001 - the message stays in its queue: it comes back, never lost
+            logger.error("job.settle_failed", outcome=outcome.kind, error=f"{type(exc).__name__}: {exc}", message_id=delivery.message_id)
+            return Settled(outcome, done=False)
+        return Settled(outcome, done=True)
+
+    async def _dead_letter(self, queue: str, delivery: Delivery, reason: dict[str, str]) -> None:
+        """Send the original body to ``queue``'s DLQ with the reason as message attributes.
+
+        The body is kept byte for byte so that a redrive re-runs exactly the same job.
+        """
+        attributes = {**delivery.attributes, **reason, "cloudq-dead-lettered-at": format_time(utcnow())}
+        attributes = dict(list(attributes.items())[-_MAX_ATTRIBUTES:])  # newest reasons win over inherited ones
+        dlq = self.naming.dlq_name(queue)
+        fifo = is_fifo(dlq)
+        message = OutgoingMessage(
+            delivery.body,
+            group_id=(delivery.group_id or "default") if fifo else None,
+            dedup_id=f"{delivery.message_id}-dlq" if fifo else None,
+            attributes=attributes,
+        )
+        await self.broker.asend(dlq, [message])
+
+    async def _reschedule(self, delivery: Delivery, delay_s: int, *, from_queue: bool) -> None:
+        """Re-send a job whose ETA is further away than SQS can delay (the runtime acks the old copy):
+        to the queue it came from, or for a direct invocation to its task's queue."""
+        physical = delivery.queue
+        if not from_queue:
+            task = self.registry.get(Envelope.decode(delivery.body).task)
+            physical = self.naming.queue_name(task.queue if task is not None else self.default_queue)
+        await self.broker.asend(physical, [OutgoingMessage(delivery.body, delay_s=delay_s, attributes=delivery.attributes)])
+
+
+def _eta_outcome(envelope: Envelope, queue: str) -> Outcome | None:
+    """A job whose ETA is more than a second away waits: re-sent with the rest of the delay, or on a
+    FIFO queue (which takes no per-message delay) kept invisible in place."""
+    assert envelope.eta is not None
+    remaining = (envelope.eta - utcnow()).total_seconds()
+    if remaining <= 1:
+        return None
+    if is_fifo(queue):
+        return Outcome("retry", delay_s=min(SQS_MAX_VISIBILITY_S, round(remaining)))
+    return Outcome("reschedule", delay_s=min(SQS_MAX_DELAY_S, round(remaining)))
+
+
+def _log_failure(log: Any, exc: BaseException, outcome: Outcome, duration_ms: float) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, TaskSignal) and outcome.reason.get("cloudq-reason") in (None, "max_retries_exceeded"):
+        log.warning("job.failed", error=error, duration_ms=duration_ms, exc_info=exc)
+    if outcome.kind == "retry":
+        log.warning("job.retrying", error=error, delay_s=outcome.delay_s, duration_ms=duration_ms)
+    else:
+        log.error("job.dead_lettered", error=error, reason=outcome.reason.get("cloudq-reason"), duration_ms=duration_ms)
