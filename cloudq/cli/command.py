@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``cloudq`` command; 0 success, 1 a runtime failure (broker, missing queue), 2 bad input."""
     ns = build_parser().parse_args(argv)
-    if getattr(ns, "logs", "stderr") == "stderr":  # commands that print results keep stdout for them
+    # A command's ``logs`` default: "stderr" (results keep stdout), "own" (the worker configures its
+    # own, on stdout), "none" (it never logs, so it skips importing structlog: about 100 ms).
+    if getattr(ns, "logs", "stderr") == "stderr":
         from cloudq.logs import configure_logging
 
         configure_logging(os.environ.get("CLOUDQ_LOG_FORMAT", "auto"), os.environ.get("CLOUDQ_LOG_LEVEL", "WARNING"), stream=sys.stderr)  # type: ignore[arg-type]

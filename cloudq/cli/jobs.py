@@ -70,7 +70,7 @@ def add_enqueue(commands: Any) -> None:
 
 def add_schema(commands: Any) -> None:
     schema = commands.add_parser("schema", help="print the envelope JSON Schema")
-    schema.set_defaults(func=cmd_schema)
+    schema.set_defaults(func=cmd_schema, logs="none")  # it never logs: no structlog to import
 
 
 def add_demo(commands: Any) -> None:

@@ -123,4 +123,4 @@ def add_health(commands: Any) -> None:
     health = commands.add_parser("health", help="exit 0 while the worker's heartbeat file is fresh (container health check)")
     health.add_argument("--path", help="heartbeat file (default: $CLOUDQ_HEARTBEAT_PATH)")
     health.add_argument("--max-age", type=float, default=60.0, help="seconds before the heartbeat counts as stale")
-    health.set_defaults(func=cmd_health)
+    health.set_defaults(func=cmd_health, logs="none")  # it never logs: no structlog to import
