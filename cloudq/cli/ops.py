@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudq.brokers.base import Broker, Delivery, QueueStats
-from cloudq.cli import load_app
+from cloudq.cli.loading import load_app
 from cloudq.envelope import Envelope
 from cloudq.errors import ConfigurationError, EnvelopeError, QueueNotFound
 from cloudq.queues import QueuePlan, plan_queues

@@ -15,7 +15,7 @@ _ENGINES = ("rules", "scheduler")
 
 
 def cmd_sync(ns: argparse.Namespace) -> int:
-    from cloudq.cli import load_app
+    from cloudq.cli.loading import load_app
     from cloudq.schedules.deploy import AwsClients, sync
     from cloudq.schedules.plan import render_plan
 
@@ -33,7 +33,7 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
-    from cloudq.cli import load_app
+    from cloudq.cli.loading import load_app
     from cloudq.schedules.deploy import AwsClients, schedule_statuses
 
     app = load_app(ns.app)
