@@ -3,7 +3,7 @@
 One asyncio loop per process. Each queue has a poller that receives at most as
 many messages as there are free slots (so nothing waits unstarted while holding
 its visibility), async tasks run on the loop and sync tasks on a bounded thread
-pool. Deletes are batched (:class:`AckBatcher`), visibility is extended for long
+pool. Deletes are batched (:class:`~cloudq.runtimes.acks.AckBatcher`), visibility is extended for long
 jobs by one batched heartbeat, and SIGTERM drains: stop receiving, let running
 jobs finish within the grace period, release the rest at once, flush deletes.
 
@@ -25,21 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-import tenacity
 
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
 from cloudq.errors import BrokerError, BrokerUnavailable
-from cloudq.transient import transient_retry
+from cloudq.runtimes.acks import AckBatcher
+from cloudq.runtimes.slots import Slots
+from cloudq.runtimes.threads import ThreadResults
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -47,12 +47,11 @@ if TYPE_CHECKING:
     from cloudq.consumer import Settled
     from cloudq.tasks import Task
 
-__all__ = ["AckBatcher", "Worker", "WorkerStats"]
+__all__ = ["Worker", "WorkerStats"]
 
 logger = structlog.get_logger("cloudq.runtimes.worker")
 
-_ACK_ATTEMPTS = 5  # tries of one delete batch (about 3 s of pauses) before it is left to the visibility timeout
-_GATHER_S = 0.02  # longest wait for more free slots before a receive (see Worker._gather_batch)
+_GATHER_S = 0.02  # longest wait for more free slots before a receive (see cloudq.runtimes.slots)
 _ROTATE_WAIT_S = 1  # long poll when there are fewer slots than queues, so that slots rotate
 
 
@@ -84,122 +83,6 @@ class _Job:
     deadline: float | None = None
     timed_out: bool = False
     task: asyncio.Task[None] | None = None
-
-
-class AckBatcher:
-    """Collects deletes per queue and sends them 10 at a time, or after ``flush_s``.
-
-    A poller *holds* its queue's deletes while it waits for free slots, and lets them go just
-    after it has started its next receive. The last job of a batch both fills a delete batch and
-    frees the slots the poller waits for; sent first, the delete would be built and answered ahead
-    of the receive that the next jobs wait on. Deletes are off the critical path, receives are on
-    it (about +7% drain rate on LocalStack, same calls). Held deletes still go out at ``flush_s``.
-    """
-
-    def __init__(self, broker: Broker, flush_s: float) -> None:
-        self._broker = broker
-        self._flush_s = flush_s
-        self._pending: dict[str, list[Delivery]] = defaultdict(list)
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._sending: set[asyncio.Task[None]] = set()
-        self._holds: dict[str, int] = defaultdict(int)
-
-    def add(self, queue: str, delivery: Delivery) -> None:
-        batch = self._pending[queue]
-        batch.append(delivery)
-        if len(batch) >= SQS_MAX_BATCH and not self._holds[queue]:
-            self._flush(queue)
-        elif queue not in self._timers:
-            self._timers[queue] = asyncio.get_running_loop().call_later(self._flush_s, self._flush, queue)
-
-    def hold(self, queue: str) -> None:
-        self._holds[queue] += 1
-
-    def unhold(self, queue: str) -> None:
-        """End one hold; full batches held meanwhile go out now, even if other pollers of the queue
-        still hold (they wait for slots: their receives are not due yet)."""
-        self._holds[queue] -= 1
-        if len(self._pending.get(queue, ())) >= SQS_MAX_BATCH:
-            self._flush(queue)
-
-    def _flush(self, queue: str) -> None:
-        timer = self._timers.pop(queue, None)
-        if timer is not None:
-            timer.cancel()
-        batch = self._pending.pop(queue, [])
-        if batch:
-            sending = asyncio.create_task(self._send(queue, batch))
-            self._sending.add(sending)
-            sending.add_done_callback(self._sending.discard)
-
-    async def _send(self, queue: str, batch: list[Delivery]) -> None:
-        """Delete ``batch``, retrying transient errors; if that fails, the messages come back after
-        their visibility timeout and run again (at least once), which is logged."""
-
-        def retrying(exc: BaseException, attempt: int) -> None:
-            logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
-
-        try:
-            await tenacity.AsyncRetrying(**transient_retry(attempts=_ACK_ATTEMPTS, on_retry=retrying))(self._broker.ack, queue, batch)
-        except BrokerError as exc:
-            logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
-
-    async def drain(self) -> None:
-        for queue in list(self._pending):
-            self._flush(queue)
-        while self._sending:
-            await asyncio.gather(*list(self._sending), return_exceptions=True)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class _ThreadResults:
-    """Hands results from the thread pool back to the loop, waking it once per burst, not per job.
-
-    What ``loop.run_in_executor`` does, minus a future and two callbacks per job: when ten short
-    jobs finish together, their results cross to the loop in one call instead of ten.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[Any], Future[Any]]] = []
-
-    async def run(self, pool: ThreadPoolExecutor, call: Callable[[], Any]) -> Any:
-        future = self._loop.create_future()
-        work = pool.submit(call)
-        work.add_done_callback(lambda work: self._add(future, work))
-        try:
-            return await future
-        except asyncio.CancelledError:
-            work.cancel()  # not started yet: it never runs (as with run_in_executor)
-            raise
-
-    def _add(self, future: asyncio.Future[Any], work: Future[Any]) -> None:
-        """Any thread: queue a finished job, and wake the loop if nothing else is queued."""
-        if future.cancelled():
-            return
-        with self._lock:
-            self._done.append((future, work))
-            if len(self._done) > 1:
-                return
-        self._loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        with self._lock:
-            done, self._done = self._done, []
-        for future, work in done:
-            if future.cancelled():
-                continue
-            if work.cancelled():
-                future.cancel()
-            elif (exc := work.exception()) is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(work.result())
 
 
 class Worker:
@@ -235,15 +118,13 @@ class Worker:
         # lease in the SQLite file. On SQS only an explicit flag makes a worker fire (see README).
         self.fire_schedules = bool(app.periodic_tasks) and (settings.broker == "local" if fire_schedules is None else fire_schedules)
         self.stats = WorkerStats()
-        self._free = self.concurrency
         # Each poller reserves at most its share of slots while it long-polls (so an idle queue cannot
         # hold every slot while another queue's messages wait), and a queue gets enough pollers to
         # keep its share busy: above 10 slots per queue, several receives run at once.
         per_queue = max(1, -(-self.concurrency // len(self.queues)))
         self._pollers_per_queue = -(-per_queue // SQS_MAX_BATCH)
-        self._poller_share = max(1, -(-per_queue // self._pollers_per_queue))
-        self._turns: deque[asyncio.Future[None]] = deque()  # pollers waiting for slots, first come first served
-        self._gathering: set[asyncio.Future[None]] = set()  # pollers waiting for a full batch of slots
+        share = max(1, -(-per_queue // self._pollers_per_queue))
+        self._slots = Slots(self.concurrency, share=share, idle=lambda: not self._running, gather_s=_GATHER_S)
         self._stopping = asyncio.Event()
         self._running: set[_Job] = set()
         self._started_jobs = 0
@@ -251,7 +132,7 @@ class Worker:
         self._retries: dict[str, dict[str, tuple[Delivery, float]]] = defaultdict(dict)
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
-        self._results: _ThreadResults | None = None
+        self._results: ThreadResults | None = None
         self._acks = AckBatcher(self.broker, settings.delete_flush_s)
         self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
 
@@ -352,72 +233,8 @@ class Worker:
             pass
 
     # -- receiving --------------------------------------------------------------------------
-    async def _take_slots(self) -> int:
-        """Wait for this poller's turn and a free slot, then take up to its share."""
-        turn = await self._my_turn()
-        try:
-            await self._gather_batch()
-            wanted = min(self._free, self._poller_share)
-            if self.max_tasks is not None:
-                wanted = min(wanted, self.max_tasks - self._started_jobs)
-            self._free -= wanted
-            return wanted
-        finally:
-            self._end_turn(turn)
-
-    async def _my_turn(self) -> asyncio.Future[None] | None:
-        """Return once a slot is free and every poller that asked earlier has taken its slots; a
-        poller that just gave its slots back thus queues behind the others (no queue starves)."""
-        if self._free > 0 and not self._turns:
-            return None
-        turn = asyncio.get_running_loop().create_future()
-        self._turns.append(turn)
-        try:
-            await turn
-        except BaseException:
-            self._end_turn(turn)
-            raise
-        return turn
-
-    def _end_turn(self, turn: asyncio.Future[None] | None) -> None:
-        if turn is not None and turn in self._turns:
-            self._turns.remove(turn)
-        self._pass_turn()
-
-    def _pass_turn(self) -> None:
-        """Wake the first waiting poller if a slot is free; it stays first until it has taken them."""
-        if self._free > 0 and self._turns and not self._turns[0].done():
-            self._turns[0].set_result(None)
-
-    def _batch_ready(self) -> bool:
-        return self._free >= self._poller_share or not self._running
-
-    async def _gather_batch(self) -> None:
-        """With short jobs, slots free up one by one; receiving at the first free slot would ask SQS
-        for 1-2 messages per call. Wait a moment for a full batch instead: same messages, fewer calls.
-
-        The wait is woken by :meth:`_release` only once a batch is ready (or by the deadline), not
-        at every freed slot."""
-        if self._batch_ready():
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _GATHER_S
-        while not self._batch_ready() and (left := deadline - loop.time()) > 0:
-            waiter = loop.create_future()
-            self._gathering.add(waiter)
-            timer = loop.call_later(left, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._gathering.discard(waiter)
-
-    def _release(self, slots: int) -> None:
-        self._free += slots
-        self._pass_turn()
-        if self._gathering and self._batch_ready():
-            for waiter in self._gathering:
-                _wake(waiter)
+    def _jobs_left(self) -> int:
+        return self.concurrency if self.max_tasks is None else self.max_tasks - self._started_jobs
 
     async def _poll(self, queue: str) -> None:
         physical = self.app.settings.queue_name(queue)
@@ -425,13 +242,13 @@ class Worker:
         while not self._stopping.is_set():
             self._acks.hold(physical)  # this queue's deletes wait for the receive below (see AckBatcher)
             try:
-                wanted = await self._take_slots()
+                wanted = await self._slots.take(self._jobs_left)
             except BaseException:
                 self._acks.unhold(physical)
                 raise
             if wanted <= 0:
                 self._acks.unhold(physical)
-                self._release(wanted)
+                self._slots.release(wanted)
                 return
             receiving = asyncio.ensure_future(self._receive(physical, wanted))
             # Scheduled after the receive task's first step, which builds its request and starts sending it.
@@ -444,10 +261,10 @@ class Worker:
                 await self._sleep(_backoff_s(failures))
                 continue
             failures = 0
-            self._release(wanted - len(deliveries))
+            self._slots.release(wanted - len(deliveries))
             if self._stopping.is_set() and deliveries:
                 await self._nack(physical, deliveries)
-                self._release(len(deliveries))
+                self._slots.release(len(deliveries))
                 return
             if not deliveries:
                 logger.debug("worker.empty_poll", queue=queue)
@@ -470,7 +287,7 @@ class Worker:
                 physical, max_messages=wanted, wait_s=self.wait_s, visibility_timeout_s=self.visibility_timeout_s
             )
         except BaseException:
-            self._release(wanted)
+            self._slots.release(wanted)
             raise
 
     def _start(self, queue: str, physical: str, delivery: Delivery) -> None:
@@ -483,7 +300,7 @@ class Worker:
     # -- running ----------------------------------------------------------------------------
     async def _run_sync(self, call: Callable[[], Any]) -> Any:
         if self._results is None:
-            self._results = _ThreadResults(asyncio.get_running_loop())
+            self._results = ThreadResults(asyncio.get_running_loop())
         return await self._results.run(self._pool, call)
 
     async def _process(self, job: _Job) -> None:
@@ -496,7 +313,7 @@ class Worker:
             self._account(job, settled)
         finally:
             self._running.discard(job)
-            self._release(1)
+            self._slots.release(1)
             if self.max_tasks is not None and self.stats.processed >= self.max_tasks:
                 self.stop("max_tasks")
 

@@ -331,7 +331,7 @@ class RecordingBroker(MemoryBroker):
 
 
 async def test_a_held_full_delete_batch_waits_for_unhold_and_a_timer_bounds_the_wait() -> None:
-    from cloudq.runtimes.worker import AckBatcher
+    from cloudq.runtimes.acks import AckBatcher
 
     broker = RecordingBroker()
     broker.send("q", [OutgoingMessage(str(i)) for i in range(20)])
@@ -408,7 +408,7 @@ class FlakyAckBroker(MemoryBroker):
 async def test_deletes_retry_transient_errors_then_give_up_to_the_visibility_timeout(
     failures: int, deleted: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cloudq.runtimes import worker as worker_module
+    from cloudq.runtimes import acks as worker_module
 
     monkeypatch.setattr(worker_module, "transient_retry", lambda **kw: _no_wait(kw))
     broker = FlakyAckBroker(failures)

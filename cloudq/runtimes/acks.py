@@ -1,0 +1,94 @@
+"""Batched deletes for the worker: :class:`AckBatcher`.
+
+A finished message is deleted 10 at a time (DeleteMessageBatch), or after ``delete_flush_s``,
+whichever comes first: one call per ten jobs instead of ten. Transient errors are retried through
+tenacity with the producer's policy (:mod:`cloudq.transient`); a batch that still fails comes back
+after its visibility timeout and runs again (at least once), which is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import structlog
+import tenacity
+
+from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
+from cloudq.errors import BrokerError
+from cloudq.transient import transient_retry
+
+if TYPE_CHECKING:
+    from cloudq.brokers.base import Broker
+
+__all__ = ["AckBatcher"]
+
+logger = structlog.get_logger("cloudq.worker")
+
+_ACK_ATTEMPTS = 5  # tries of one delete batch (about 3 s of pauses) before it is left to the visibility timeout
+
+
+class AckBatcher:
+    """Collects deletes per queue and sends them 10 at a time, or after ``flush_s``.
+
+    A poller *holds* its queue's deletes while it waits for free slots, and lets them go just
+    after it has started its next receive. The last job of a batch both fills a delete batch and
+    frees the slots the poller waits for; sent first, the delete would be built and answered ahead
+    of the receive that the next jobs wait on. Deletes are off the critical path, receives are on
+    it (about +7% drain rate on LocalStack, same calls). Held deletes still go out at ``flush_s``.
+    """
+
+    def __init__(self, broker: Broker, flush_s: float) -> None:
+        self._broker = broker
+        self._flush_s = flush_s
+        self._pending: dict[str, list[Delivery]] = defaultdict(list)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self._holds: dict[str, int] = defaultdict(int)
+
+    def add(self, queue: str, delivery: Delivery) -> None:
+        batch = self._pending[queue]
+        batch.append(delivery)
+        if len(batch) >= SQS_MAX_BATCH and not self._holds[queue]:
+            self._flush(queue)
+        elif queue not in self._timers:
+            self._timers[queue] = asyncio.get_running_loop().call_later(self._flush_s, self._flush, queue)
+
+    def hold(self, queue: str) -> None:
+        self._holds[queue] += 1
+
+    def unhold(self, queue: str) -> None:
+        """End one hold; full batches held meanwhile go out now, even if other pollers of the queue
+        still hold (they wait for slots: their receives are not due yet)."""
+        self._holds[queue] -= 1
+        if len(self._pending.get(queue, ())) >= SQS_MAX_BATCH:
+            self._flush(queue)
+
+    def _flush(self, queue: str) -> None:
+        timer = self._timers.pop(queue, None)
+        if timer is not None:
+            timer.cancel()
+        batch = self._pending.pop(queue, [])
+        if batch:
+            sending = asyncio.create_task(self._send(queue, batch))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+
+    async def _send(self, queue: str, batch: list[Delivery]) -> None:
+        """Delete ``batch``, retrying transient errors; if that fails, the messages come back after
+        their visibility timeout and run again (at least once), which is logged."""
+
+        def retrying(exc: BaseException, attempt: int) -> None:
+            logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
+
+        try:
+            await tenacity.AsyncRetrying(**transient_retry(attempts=_ACK_ATTEMPTS, on_retry=retrying))(self._broker.ack, queue, batch)
+        except BrokerError as exc:
+            logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
+
+    async def drain(self) -> None:
+        for queue in list(self._pending):
+            self._flush(queue)
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
