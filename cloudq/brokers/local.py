@@ -131,6 +131,9 @@ class LocalBroker:
                 db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
+    async def prepare(self, queues: Sequence[str]) -> None:
+        """Nothing to resolve: queues are rows of this file, created on first use."""
+
     # -- producer ---------------------------------------------------------------------------
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Send messages in order in one transaction, returning their message ids."""
@@ -231,8 +234,9 @@ class LocalBroker:
         exists, visible, in_flight, delayed = self._read(_STATS, (queue, self.clock()))[0]
         return QueueStats(queue, bool(exists), visible, in_flight, delayed)
 
-    def list_queues(self) -> list[str]:
-        return [name for (name,) in self._read("SELECT name FROM queues ORDER BY name", ())]
+    def list_queues(self, prefix: str = "") -> list[str]:
+        names = self._read("SELECT name FROM queues ORDER BY name", ())
+        return [name for (name,) in names if name.startswith(prefix)]
 
     def peek(self, queue: str, n: int = 10) -> list[Delivery]:
         """Up to ``n`` messages in send order, in flight or not, changing nothing.
