@@ -16,18 +16,23 @@ hold for every service::
 botocore has already retried throttling and 5xx in its ``standard`` mode by the time an error gets
 here; BrokerUnavailable tells the layer above (tenacity on producer sends, the worker's poll loop) that
 a longer wait may still help.
+
+botocore is imported on the error path only, so that modules which merely *may* call AWS (the schedule
+engines, which ``cloudq infra render`` and the local scheduler import too) load no SDK until they do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import botocore.exceptions
+from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import BrokerError, BrokerUnavailable, QueueNotFound, ResourceNotFound
+
+if TYPE_CHECKING:
+    import botocore.exceptions
 
 __all__ = ["call", "translate", "translated"]
 
@@ -39,25 +44,32 @@ _TRANSIENT = {
     "KmsThrottled", "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
     "InternalServerError", "InternalServerException", "RequestTimeout", "RequestTimeoutException",
 }  # fmt: skip
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.HTTPClientError,
-    ConnectionError,
-    TimeoutError,
-    asyncio.TimeoutError,  # the same class from Python 3.11 on
-)
+
+@functools.cache
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import botocore.exceptions
+
+    return (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ConnectTimeoutError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.HTTPClientError,
+        ConnectionError,
+        TimeoutError,
+        asyncio.TimeoutError,  # the same class from Python 3.11 on
+    )
 
 
 def translate(exc: BaseException, service: str, operation: str, resource: str | None = None) -> BrokerError | None:
     """The cloudq error for an AWS failure of ``service``'s ``operation`` on ``resource``; None if ``exc``
     is not an AWS failure (a bug in cloudq, say), which the caller then lets through."""
+    import botocore.exceptions
+
     on = f" on {resource!r}" if resource else ""
     if isinstance(exc, botocore.exceptions.ClientError):
         return _client_error(exc, service, operation, resource)
-    if isinstance(exc, _CONNECTION_ERRORS) or type(exc).__module__.partition(".")[0] == "aiohttp":
+    if isinstance(exc, _connection_errors()) or type(exc).__module__.partition(".")[0] == "aiohttp":
         return BrokerUnavailable(f"{service} endpoint unreachable for {operation}{on}: {type(exc).__name__}: {exc}")
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return BrokerError(f"{service} {operation}{on} failed: {type(exc).__name__}: {exc}")
@@ -77,8 +89,6 @@ def _client_error(exc: botocore.exceptions.ClientError, service: str, operation:
     if code in _TRANSIENT or status >= 500:
         return BrokerUnavailable(f"{service} {operation}{on} failed: {code or status}: {message}")
     return BrokerError(f"{service} {operation}{on} failed: {code or status or 'error'}: {message}")
-
-
 
 
 @contextmanager
