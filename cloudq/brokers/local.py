@@ -108,13 +108,21 @@ FROM messages WHERE queue = ?1
 """
 
 
+class _ThreadConnection(threading.local):
+    """One thread's connection, tagged with the broker generation and process that opened it."""
+
+    db: sqlite3.Connection | None = None
+    generation = -1
+    pid = -1
+
+
 class LocalBroker:
     """A broker on the SQLite file at ``path``; ``clock`` returns epoch seconds."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        self._local = threading.local()
+        self._local = _ThreadConnection()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
@@ -286,11 +294,11 @@ class LocalBroker:
     # -- connections and transactions -------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         """This thread's connection; a forked child or a closed broker gets a new one."""
-        local = self._local
-        if getattr(local, "generation", None) != self._generation or local.pid != os.getpid():
-            local.db = self._connect()
+        local, db = self._local, self._local.db
+        if db is None or local.generation != self._generation or local.pid != os.getpid():
+            db = local.db = self._connect()
             local.generation, local.pid = self._generation, os.getpid()
-        return local.db
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False only so close() may run on another thread; each connection

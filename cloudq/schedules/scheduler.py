@@ -40,7 +40,7 @@ def group_name(app: App) -> str:
 
 def role_arn(app: App) -> str:
     """The role Scheduler sends as; required by AWS for every target, so missing it is a clear error up front."""
-    arn = getattr(app.settings, "scheduler_role_arn", None)
+    arn = app.settings.scheduler_role_arn
     if not arn:
         raise ConfigurationError(
             "--engine scheduler needs CLOUDQ_SCHEDULER_ROLE_ARN: an IAM role that scheduler.amazonaws.com can assume, "
