@@ -10,6 +10,7 @@ The tree, so that callers can catch exactly what they mean::
         - ArgumentsError            args/kwargs that do not bind to the task's signature (poison)
       + BrokerError                 the broker refused or could not serve a call
         - QueueNotFound             the queue does not exist (platform teams own queues)
+        - ResourceNotFound          another AWS resource does not exist (a schedule group, a rule)
         - BrokerUnavailable         transient: throttling, 5xx, endpoint down; the call may be retried
     * TaskSignal                    raised by task code on purpose; not an error
       + Retry(delay=None)           run this job again later
@@ -32,6 +33,7 @@ __all__ = [
     "EnvelopeError",
     "QueueNotFound",
     "Reject",
+    "ResourceNotFound",
     "Retry",
     "ScheduleError",
     "TaskNotFound",
@@ -69,6 +71,10 @@ class BrokerError(CloudQError):
 
 class QueueNotFound(BrokerError):
     """The queue does not exist; cloudq never creates queues at run time."""
+
+
+class ResourceNotFound(BrokerError):
+    """An AWS resource other than a queue (a schedule group, a rule) does not exist."""
 
 
 class BrokerUnavailable(BrokerError):

@@ -1,4 +1,5 @@
-"""Brokers: one protocol (:mod:`cloudq.brokers.base`), one module per transport.
+"""Brokers: two protocols (:mod:`cloudq.brokers.base`: the data plane ``Broker`` and the admin plane
+``AdminBroker``), one module per transport, each implementing both.
 
 Transports are imported lazily so that ``import cloudq`` stays cheap (Lambda cold
 starts) and a missing optional dependency fails with an actionable message only
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cloudq.brokers.base import Broker, Delivery, OutgoingMessage, QueueConfig, QueueStats
+from cloudq.brokers.base import AdminBroker, Broker, Delivery, OutgoingMessage, QueueConfig, QueueStats, admin_of
 from cloudq.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from cloudq.settings import Settings
     from cloudq.settings_env import EnvSettings
 
-__all__ = ["Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "create_broker"]
+__all__ = ["AdminBroker", "Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "admin_of", "create_broker"]
 
 
 def create_broker(settings: Settings | EnvSettings, *, sqs_async_io: str = "aioboto3") -> Broker:

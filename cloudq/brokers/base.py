@@ -1,4 +1,10 @@
-"""The broker protocol: the few primitives cloudq needs from a queue service.
+"""The broker protocols: the few primitives cloudq needs from a queue service, in two planes.
+
+:class:`Broker` is the data plane (prepare, send, receive, ack, change visibility, close): all that
+producers, the worker and the Lambda handler may call. :class:`AdminBroker` is the admin plane
+(ensure, stats, list, peek, move, purge) of the ops commands and tests. Kept apart so that a
+runtime cannot start depending on an admin call (SQS rate-limits and IAM-scopes those differently),
+and so that callers never probe a broker for what it can do.
 
 Everything above this line (retry policy, dead-lettering with a reason, batching
 of deletes and visibility changes, serialization, logging) is written once in the
@@ -20,14 +26,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Broker", "Delivery", "MoveProgress", "OutgoingMessage", "QueueConfig", "QueueStats", "is_fifo"]
+from cloudq.errors import ConfigurationError
+
+__all__ = ["AdminBroker", "Broker", "Delivery", "MoveProgress", "OutgoingMessage", "QueueConfig", "QueueStats", "admin_of", "is_fifo"]
 
 SQS_MAX_BATCH = 10
 SQS_MAX_DELAY_S = 900
 SQS_MAX_VISIBILITY_S = 43_200
 
 MoveProgress = Callable[[int, int | None], None]
-"""``on_progress(moved, total)`` of :meth:`Broker.move_messages`; ``total`` is approximate, or None if unknown."""
+"""``on_progress(moved, total)`` of :meth:`AdminBroker.move_messages`; ``total`` is approximate, or None if unknown."""
 
 
 def is_fifo(queue: str) -> bool:
@@ -82,7 +90,19 @@ class QueueStats:
 
 @runtime_checkable
 class Broker(Protocol):
-    """A queue service as cloudq uses it. Methods take any number of messages; brokers batch."""
+    """The data plane: what producers, the worker and the Lambda handler call. Brokers batch.
+
+    Never creates, lists or inspects queues: at run time they exist already (infra owns them), and
+    :meth:`prepare` says so up front.
+    """
+
+    async def prepare(self, queues: Sequence[str]) -> None:
+        """Resolve and verify ``queues`` before consuming them; raises QueueNotFound or BrokerUnavailable.
+
+        On SQS this looks up and caches each queue URL (one GetQueueUrl each, never again afterwards),
+        so a worker fails fast on a missing queue and waits out an unreachable endpoint before its
+        first poll. A no-op for brokers that create queues on first use (memory, local).
+        """
 
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Send messages (in order), returning their message ids."""
@@ -101,15 +121,28 @@ class Broker(Protocol):
     async def change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
         """Make messages visible again after ``timeout_s`` from now (0: at once)."""
 
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class AdminBroker(Protocol):
+    """The admin plane: what ``cloudq queues ensure``, ``status``, ``dlq`` and ``purge`` call, and tests.
+
+    Never on a producer's, worker's or Lambda handler's path. Every cloudq broker implements both
+    protocols; :func:`admin_of` gives the ops commands a broker's admin side, or says it has none.
+    """
+
     def ensure_queue(self, queue: str, config: QueueConfig) -> None:
-        """Create the queue if missing (admin and tests only; never at run time)."""
+        """Create the queue if missing, else bring its settings up to ``config``."""
 
     def stats(self, queue: str) -> QueueStats:
-        """Approximate visible / in-flight / delayed counts."""
+        """Approximate visible / in-flight / delayed counts; ``exists=False`` for a missing queue."""
 
-    # -- admin only (the ops CLI: `cloudq dlq`, `cloudq purge`); optional for a broker -------------
-    # Never called by producers, workers or the Lambda handler. A broker without them still runs
-    # jobs; the CLI says the command is unsupported.
+    def list_queues(self, prefix: str = "") -> list[str]:
+        """Names of the queues that exist and start with ``prefix``, sorted."""
+
     def peek(self, queue: str, n: int = 10) -> list[Delivery]:
         """Up to ``n`` messages without consuming them; their receipts are empty (acking does nothing)."""
 
@@ -121,9 +154,13 @@ class Broker(Protocol):
     def purge(self, queue: str) -> int:
         """Delete every message in ``queue``; returns how many there were (approximate on SQS)."""
 
-    def close(self) -> None: ...
 
-    async def aclose(self) -> None: ...
+def admin_of(broker: Broker) -> AdminBroker:
+    """``broker``'s admin side. cloudq's brokers all have one; a user's own data-plane-only broker
+    (``App(broker=...)``) gets a clear error instead of an AttributeError halfway through a command."""
+    if not isinstance(broker, AdminBroker):
+        raise ConfigurationError(f"the {type(broker).__name__} broker has no admin methods; this command needs SQS, local or memory")
+    return broker
 
 
 def chunked(items: Sequence, size: int = SQS_MAX_BATCH) -> list[Sequence]:

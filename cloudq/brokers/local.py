@@ -108,13 +108,21 @@ FROM messages WHERE queue = ?1
 """
 
 
+class _ThreadConnection(threading.local):
+    """One thread's connection, tagged with the broker generation and process that opened it."""
+
+    db: sqlite3.Connection | None = None
+    generation = -1
+    pid = -1
+
+
 class LocalBroker:
     """A broker on the SQLite file at ``path``; ``clock`` returns epoch seconds."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        self._local = threading.local()
+        self._local = _ThreadConnection()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
@@ -130,6 +138,9 @@ class LocalBroker:
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+
+    async def prepare(self, queues: Sequence[str]) -> None:
+        """Nothing to resolve: queues are rows of this file, created on first use."""
 
     # -- producer ---------------------------------------------------------------------------
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -231,8 +242,9 @@ class LocalBroker:
         exists, visible, in_flight, delayed = self._read(_STATS, (queue, self.clock()))[0]
         return QueueStats(queue, bool(exists), visible, in_flight, delayed)
 
-    def list_queues(self) -> list[str]:
-        return [name for (name,) in self._read("SELECT name FROM queues ORDER BY name", ())]
+    def list_queues(self, prefix: str = "") -> list[str]:
+        names = self._read("SELECT name FROM queues ORDER BY name", ())
+        return [name for (name,) in names if name.startswith(prefix)]
 
     def peek(self, queue: str, n: int = 10) -> list[Delivery]:
         """Up to ``n`` messages in send order, in flight or not, changing nothing.
@@ -282,11 +294,11 @@ class LocalBroker:
     # -- connections and transactions -------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         """This thread's connection; a forked child or a closed broker gets a new one."""
-        local = self._local
-        if getattr(local, "generation", None) != self._generation or local.pid != os.getpid():
-            local.db = self._connect()
+        local, db = self._local, self._local.db
+        if db is None or local.generation != self._generation or local.pid != os.getpid():
+            db = local.db = self._connect()
             local.generation, local.pid = self._generation, os.getpid()
-        return local.db
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False only so close() may run on another thread; each connection

@@ -55,6 +55,9 @@ class MemoryBroker:
         self._seq = itertools.count()
         self.calls: dict[str, int] = {}
 
+    async def prepare(self, queues: Sequence[str]) -> None:
+        """Nothing to resolve: queues are created on first use."""
+
     # -- producer ---------------------------------------------------------------------------
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         self._count("send", len(messages))
@@ -165,10 +168,9 @@ class MemoryBroker:
         in_flight = sum(1 for m in msgs if m.visible_at > now and m.receive_count)
         return QueueStats(queue, True, visible, in_flight, len(msgs) - visible - in_flight)
 
-    # -- admin: what the ops CLI uses (as the local broker) -----------------------------------
-    def list_queues(self) -> list[str]:
+    def list_queues(self, prefix: str = "") -> list[str]:
         with self._lock:
-            return sorted(self._queues)
+            return sorted(name for name in self._queues if name.startswith(prefix))
 
     def peek(self, queue: str, n: int = 10) -> list[Delivery]:
         """Up to ``n`` messages in send order, in flight or not, changing nothing (empty receipts)."""

@@ -1,11 +1,11 @@
 """Amazon SQS transport: boto3 for sync producers and admin, aioboto3 for the async paths.
 
-This is the only module that imports the AWS SDKs for SQS. Each public method is a
-thin I/O loop over the pure requests of :mod:`cloudq.brokers.sqs_requests`; errors
-are translated where they enter cloudq (``raise ... from exc``). botocore already
-retries throttling with its ``standard`` mode; tenacity adds a longer, bounded retry
-on :class:`BrokerUnavailable` (endpoint down, connection reset) for producer sends,
-and the worker keeps polling through outages on its own.
+Each public method is a thin I/O loop over the pure requests of :mod:`cloudq.brokers.sqs_requests`.
+Clients come from :mod:`cloudq.aws.clients` and every call runs inside
+:func:`cloudq.aws.errors.translated`, as for every other AWS service cloudq calls. botocore already
+retries throttling with its ``standard`` mode; tenacity adds a longer, bounded retry on
+:class:`BrokerUnavailable` (endpoint down, connection reset) for producer sends, and the worker keeps
+polling through outages on its own.
 """
 
 from __future__ import annotations
@@ -13,37 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
-import boto3
-import botocore.config
-import botocore.exceptions
 import structlog
 import tenacity
 
+from cloudq.aws import clients as aws
+from cloudq.aws.errors import translated
 from cloudq.brokers import sqs_requests as rq
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
-from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError, QueueNotFound
+from cloudq.errors import BrokerError, ConfigurationError, QueueNotFound
 from cloudq.transient import transient_retry
 
 __all__ = ["SqsBroker"]
 
 logger = structlog.get_logger(__name__)
 
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.HTTPClientError,
-    ConnectionError,
-    TimeoutError,
-)
+_READ_TIMEOUT_S = 30  # above the 20 s long poll
 _ADMIN_VISIBILITY_S = 15  # how long a peeked or redriven message hides at worst (the CLI dying mid-way)
 _ADMIN_WAIT_S = 1  # a long poll (all SQS hosts), so an empty answer means an empty queue
 _MOVE_POLL_S = 1.0
@@ -55,16 +44,8 @@ _STATS_ATTRIBUTES = [
 ]
 
 
-def _translate(exc: BaseException, queue: str) -> BrokerError:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return rq.translate_client_error(exc, queue)
-    if not isinstance(exc, _CONNECTION_ERRORS):  # e.g. NoCredentialsError: retrying cannot help
-        return BrokerError(f"SQS call for queue {queue!r} failed: {type(exc).__name__}: {exc}")
-    return BrokerUnavailable(f"SQS endpoint unreachable for queue {queue!r}: {type(exc).__name__}: {exc}")
-
-
 class SqsBroker:
-    """SQS (or LocalStack) behind the :class:`~cloudq.brokers.base.Broker` protocol.
+    """SQS (or LocalStack) behind both broker protocols (:mod:`cloudq.brokers.base`).
 
     ``async_io``: how the async methods reach SQS. ``"aioboto3"`` (the default) suits a worker, whose
     20 s long polls must be cancellable at SIGTERM. ``"threads"`` runs the boto3 client in threads:
@@ -77,9 +58,8 @@ class SqsBroker:
         if async_io not in ("aioboto3", "threads"):
             raise ConfigurationError(f"async_io must be 'aioboto3' or 'threads', got {async_io!r}")
         self.async_io = async_io
+        self._settings = settings
         self._client_lock = threading.Lock()
-        self._endpoint_url = settings.endpoint_url
-        self._region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self._urls: dict[str, str] = {settings.queue_name(k): v for k, v in settings.queue_urls.items()}
         self._pool = max(10, settings.concurrency + 4)
         self._send_retry_s = send_retry_s
@@ -89,65 +69,42 @@ class SqsBroker:
         self.calls: dict[str, int] = {}
 
     # -- clients ----------------------------------------------------------------------------
-    def _config(self) -> botocore.config.Config:
-        return botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 3},
-            max_pool_connections=self._pool,
-            connect_timeout=5,
-            read_timeout=30,  # above the 20 s long poll
-        )
-
-    def _credentials(self) -> dict[str, str]:
-        """Dummy credentials for a LocalStack on this machine when none are configured: LocalStack
-        accepts any, and a newcomer should not need an AWS account to try cloudq. Never for AWS."""
-        host = urlparse(self._endpoint_url or "").hostname or ""
-        local = host in ("127.0.0.1", "localhost", "::1", "localstack") or host.endswith(".localstack.cloud")
-        if local and boto3.session.Session().get_credentials() is None:
-            return {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-        return {}
-
     def _sync_client(self) -> Any:
         if self._client is None:
             with self._client_lock:  # threads mode: concurrent first calls build one client
                 if self._client is None:
-                    session = boto3.session.Session(region_name=self._region)
-                    self._client = session.client("sqs", endpoint_url=self._endpoint_url, config=self._config(), **self._credentials())
+                    self._client = aws.client("sqs", self._settings, max_pool_connections=self._pool, read_timeout_s=_READ_TIMEOUT_S)
         return self._client
 
     async def _async_client(self) -> Any:
         if self._aclient is None:
-            import aioboto3  # lazy: only the async paths pay for aiohttp
-
             self._astack = contextlib.AsyncExitStack()
-            session = aioboto3.Session(region_name=self._region)
-            self._aclient = await self._astack.enter_async_context(
-                session.client("sqs", endpoint_url=self._endpoint_url, config=self._config(), **self._credentials())
-            )
+            factory = aws.aclient("sqs", self._settings, max_pool_connections=self._pool, read_timeout_s=_READ_TIMEOUT_S)
+            self._aclient = await self._astack.enter_async_context(factory)
         return self._aclient
 
     # -- the two I/O primitives --------------------------------------------------------------
     def _call(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
         self.calls[op] = self.calls.get(op, 0) + 1
-        try:
-            return getattr(self._sync_client(), op)(**params)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, *_CONNECTION_ERRORS) as exc:
-            raise _translate(exc, queue) from exc
+        client = self._sync_client()
+        with translated("sqs", op, queue):
+            return getattr(client, op)(**params)  # type: ignore[no-any-return]
 
     async def _acall(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
         if self.async_io == "threads":
             return await asyncio.to_thread(self._call, queue, op, params)
         self.calls[op] = self.calls.get(op, 0) + 1
         client = await self._async_client()
-        try:
-            return await getattr(client, op)(**params)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, *_CONNECTION_ERRORS) as exc:
-            raise _translate(exc, queue) from exc
-        except Exception as exc:  # aiohttp's own connection errors
-            if type(exc).__module__.startswith("aiohttp"):
-                raise BrokerUnavailable(f"SQS endpoint unreachable for queue {queue!r}: {exc!r}") from exc
-            raise
+        with translated("sqs", op, queue):
+            return await getattr(client, op)(**params)  # type: ignore[no-any-return]
 
     # -- queue URLs: resolved once, cached; never created at run time --------------------------
+    async def prepare(self, queues: Sequence[str]) -> None:
+        """Resolve and cache each queue's URL now, so the first poll needs no GetQueueUrl (and a missing
+        queue or an unreachable endpoint shows before a worker takes any job)."""
+        for queue in queues:
+            await self.aqueue_url(queue)
+
     def queue_url(self, queue: str) -> str:
         if queue not in self._urls:
             self._urls[queue] = self._call(queue, "get_queue_url", {"QueueName": queue})["QueueUrl"]
@@ -222,6 +179,18 @@ class SqsBroker:
         except QueueNotFound:
             return QueueStats(queue, exists=False)
         return rq.parse_stats(queue, response.get("Attributes", {}))
+
+    def list_queues(self, prefix: str = "") -> list[str]:
+        """ListQueues by name prefix, every page; the URLs it returns are cached as a look-up would."""
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            op, params = rq.list_queues_request(prefix, token)
+            page, token = rq.parse_list_queues(self._call(prefix, op, params))
+            self._urls.update(page)
+            names += page
+            if token is None:
+                return sorted(names)
 
     # -- admin: the ops CLI's DLQ tools (never on a worker's path) ---------------------------------
     def queue_arn(self, queue: str) -> str:

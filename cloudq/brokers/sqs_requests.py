@@ -23,7 +23,7 @@ from cloudq.brokers.base import (
     chunked,
     is_fifo,
 )
-from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError, QueueNotFound
+from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
 __all__ = [
     "MoveTask",
@@ -32,7 +32,9 @@ __all__ = [
     "delete_requests",
     "ensure_queue_attributes",
     "list_move_tasks_request",
+    "list_queues_request",
     "parse_batch_result",
+    "parse_list_queues",
     "parse_messages",
     "parse_move_task",
     "parse_send",
@@ -43,17 +45,10 @@ __all__ = [
     "redrive_messages",
     "send_requests",
     "start_move_task_request",
-    "translate_client_error",
 ]
 
 Request = tuple[str, dict[str, Any]]
 
-# SQS answers these for a missing queue (query and JSON protocols spell it differently).
-_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
-_TRANSIENT = {
-    "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded", "ServiceUnavailable",
-    "InternalError", "InternalFailure", "KmsThrottled", "SlowDown",
-}  # fmt: skip
 _MAX_BATCH_BYTES = 262_144  # a conservative batch payload limit that every SQS region accepts
 _RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
 
@@ -285,18 +280,21 @@ def redrive_messages(destination: str, deliveries: Sequence[Delivery]) -> list[O
     ]
 
 
+def list_queues_request(prefix: str, token: str | None) -> Request:
+    """One page of ListQueues (1000 names, the most SQS returns); an empty prefix lists every queue."""
+    params: dict[str, Any] = {"MaxResults": 1000}
+    if prefix:
+        params["QueueNamePrefix"] = prefix
+    if token:
+        params["NextToken"] = token
+    return ("list_queues", params)
+
+
+def parse_list_queues(response: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+    """Queue name -> URL of one ListQueues page (the name is the URL's last segment), and the next token."""
+    urls = response.get("QueueUrls", [])
+    return {url.rstrip("/").rsplit("/", 1)[-1]: url for url in urls}, response.get("NextToken") or None
+
+
 def purge_request(url: str) -> Request:
     return ("purge_queue", {"QueueUrl": url})
-
-
-def translate_client_error(exc: Exception, queue: str) -> BrokerError:
-    """Map a botocore ClientError onto cloudq's tree (see :mod:`cloudq.errors`)."""
-    error = getattr(exc, "response", {}).get("Error", {})
-    code = str(error.get("Code", ""))
-    status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    message = f"SQS {code or 'error'} on queue {queue!r}: {error.get('Message', exc)}"
-    if code in _MISSING_QUEUE:
-        return QueueNotFound(f"queue {queue!r} does not exist (create it with `cloudq queues ensure` or in infra)")
-    if code in _TRANSIENT or status >= 500:
-        return BrokerUnavailable(message)
-    return BrokerError(message)

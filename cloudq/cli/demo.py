@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 import structlog
 
 from cloudq.app import App
-from cloudq.brokers.base import Delivery
-from cloudq.brokers.local import LocalBroker
+from cloudq.brokers.base import Delivery, admin_of
 from cloudq.envelope import Envelope
 from cloudq.errors import ConfigurationError, EnvelopeError
 from cloudq.settings import Settings
@@ -167,9 +166,8 @@ async def _drain(app: App, run: DemoRun, out: _Output) -> None:
 
 
 def _dead_letters(app: App) -> list[tuple[str, Delivery]]:
-    """Read every DLQ of the app's queues without consuming (the local broker's peek)."""
-    broker = app.broker
-    assert isinstance(broker, LocalBroker)
+    """Read every DLQ of the app's queues without consuming (the admin protocol's peek)."""
+    broker = admin_of(app.broker)
     found = []
     for queue in app.queues():
         dlq = app.settings.dlq_name(queue)

@@ -43,11 +43,12 @@ def cmd_infra_render(ns: argparse.Namespace) -> int:
 
 
 def cmd_queues_ensure(ns: argparse.Namespace) -> int:
+    from cloudq.brokers.base import admin_of
     from cloudq.queues import plan_queues
 
     app = load_app(ns.app)
     for plan in plan_queues(app):
-        app.broker.ensure_queue(plan.physical, plan.config)
+        admin_of(app.broker).ensure_queue(plan.physical, plan.config)
         print(f"{plan.queue}: {plan.physical} (dead letters: {plan.dead_letter_queue}, maxReceiveCount {plan.config.max_receive_count})")
     app.close()
     return 0

@@ -8,8 +8,8 @@
   fresh jobs (SQS's message move task; a receive/send/delete copy with ``--max``).
 * ``cloudq purge [APP] QUEUE [--dlq] [--yes]``: delete every message, after a confirmation.
 
-They use the brokers' admin methods (``peek``, ``move_messages``, ``purge``), so they work on SQS
-and on the local broker alike. Exit codes as in :mod:`cloudq.cli`: 0 success, 1 a runtime failure
+They use the brokers' admin protocol (:class:`~cloudq.brokers.base.AdminBroker`: ``stats``, ``peek``,
+``move_messages``, ``purge``), so they work on SQS, the local and the memory broker alike. Exit codes as in :mod:`cloudq.cli`: 0 success, 1 a runtime failure
 (a missing queue, the broker, a declined purge), 2 bad input (an unknown queue, a purge that cannot
 ask for confirmation).
 """
@@ -21,9 +21,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from cloudq.brokers.base import Broker, Delivery, QueueStats
+from cloudq.brokers.base import AdminBroker, Delivery, QueueStats, admin_of
 from cloudq.cli.loading import load_app
 from cloudq.envelope import Envelope
 from cloudq.errors import ConfigurationError, EnvelopeError, QueueNotFound
@@ -105,7 +105,7 @@ def describe_dead_letter(delivery: Delivery) -> list[str]:
 def cmd_status(ns: argparse.Namespace) -> int:
     app = load_app(ns.app)
     try:
-        rows = status_rows(plan_queues(app), app.broker.stats)
+        rows = status_rows(plan_queues(app), admin_of(app.broker).stats)
     finally:
         app.close()
     print(json.dumps([asdict(r) for r in rows], indent=2) if ns.json else render_table(STATUS_HEADERS, [r.cells() for r in rows]))
@@ -120,9 +120,9 @@ def cmd_status(ns: argparse.Namespace) -> int:
 def cmd_dlq_peek(ns: argparse.Namespace) -> int:
     app, plan = _target(ns.names)
     try:
-        dlq = plan.dead_letter_queue
-        stats = _require_queue(app.broker, dlq)
-        letters = _admin(app.broker, "peek")(dlq, ns.n)
+        dlq, admin = plan.dead_letter_queue, admin_of(app.broker)
+        stats = _require_queue(admin, dlq)
+        letters = admin.peek(dlq, ns.n)
     finally:
         app.close()
     total = stats.visible + stats.in_flight + stats.delayed
@@ -136,12 +136,12 @@ def cmd_dlq_redrive(ns: argparse.Namespace) -> int:
     app, plan = _target(ns.names)
     dlq, destination = plan.dead_letter_queue, plan.physical
     try:
-        move = _admin(app.broker, "move_messages")
-        _require_queue(app.broker, dlq)
-        _require_queue(app.broker, destination)
+        admin = admin_of(app.broker)
+        _require_queue(admin, dlq)
+        _require_queue(admin, destination)
         limit = f" (at most {ns.max})" if ns.max is not None else ""
         print(f"redriving dead letters from {dlq} to {destination}{limit}", flush=True)
-        moved = move(dlq, destination, ns.max, on_progress=_ProgressPrinter())
+        moved = admin.move_messages(dlq, destination, ns.max, on_progress=_ProgressPrinter())
     finally:
         app.close()
     print(f"moved {moved} dead letters back to queue {plan.queue} ({destination})")
@@ -152,13 +152,13 @@ def cmd_purge(ns: argparse.Namespace) -> int:
     app, plan = _target(ns.names)
     physical = plan.dead_letter_queue if ns.dlq else plan.physical
     try:
-        purge = _admin(app.broker, "purge")
-        stats = _require_queue(app.broker, physical)
+        admin = admin_of(app.broker)
+        stats = _require_queue(admin, physical)
         about = stats.visible + stats.in_flight + stats.delayed
         if not ns.yes and not _confirm(f"purge about {about} messages from {physical}? This cannot be undone. [y/N] "):
             print("cloudq: not purged", file=sys.stderr)
             return 1
-        purged = purge(physical)
+        purged = admin.purge(physical)
     finally:
         app.close()
     print(f"purged {purged} messages from {physical}")
@@ -189,14 +189,7 @@ def _target(names: Sequence[str]) -> tuple[App, QueuePlan]:
     return app, plans[names[-1]]
 
 
-def _admin(broker: Broker, method: str) -> Callable[..., Any]:
-    found = getattr(broker, method, None)
-    if found is None:
-        raise ConfigurationError(f"the {type(broker).__name__} broker has no {method}(); this command needs SQS or the local broker")
-    return found  # type: ignore[no-any-return]
-
-
-def _require_queue(broker: Broker, physical: str) -> QueueStats:
+def _require_queue(broker: AdminBroker, physical: str) -> QueueStats:
     stats = broker.stats(physical)
     if not stats.exists:
         raise QueueNotFound(f"queue {physical!r} does not exist (create it with `cloudq queues ensure`)")

@@ -212,12 +212,11 @@ class Worker:
     async def _resolve_queues(self) -> bool:
         """Resolve the queues before polling, waiting out an unreachable endpoint (an ECS task started
         during a blip must not crash-loop); False if stopped meanwhile. A missing queue still raises."""
-        resolve = getattr(self.broker, "aqueue_url", None)
+        physical = [self.app.settings.queue_name(queue) for queue in self.queues]
         failures = 0
-        while resolve is not None and not self._stopping.is_set():
+        while not self._stopping.is_set():
             try:
-                for queue in self.queues:
-                    await resolve(self.app.settings.queue_name(queue))
+                await self.broker.prepare(physical)
                 return True
             except BrokerUnavailable as exc:
                 failures += 1

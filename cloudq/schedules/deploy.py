@@ -1,12 +1,12 @@
 """Sync and list an app's periodic tasks on AWS, with either engine: what ``cloudq schedules`` calls.
 
 Kept apart from the CLI so that tests and deployment scripts can run a sync with their own boto3 clients
-(:class:`AwsClients`), and apart from the engines so that each engine module stays a read/plan/apply triple.
+(:class:`AwsClients`, by default from :mod:`cloudq.aws.clients` like every client cloudq builds), and apart
+from the engines so that each engine module stays a read/plan/apply triple.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,16 +34,10 @@ class AwsClients:
 
     @classmethod
     def from_settings(cls, settings: Any) -> AwsClients:
-        """Clients in the app's region; ``endpoint_url`` (LocalStack) serves every service, as LocalStack does."""
-        import boto3
+        """The app's clients from the shared factory: its region, its endpoint (LocalStack serves every service)."""
+        from cloudq.aws.clients import client
 
-        region = settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        session: Any = boto3.session.Session(region_name=region)
-
-        def make(service: str) -> Any:
-            return session.client(service, endpoint_url=settings.endpoint_url)
-
-        return cls(sqs=make("sqs"), events=make("events"), scheduler=make("scheduler"))
+        return cls(sqs=client("sqs", settings), events=client("events", settings), scheduler=client("scheduler", settings))
 
     def close(self) -> None:
         for client in (self.sqs, self.events, self.scheduler):

@@ -10,7 +10,8 @@ cron in UTC and have no one-off schedules, so a task with ``timezone=`` and a cr
 ``at(...)``, needs ``--engine scheduler`` (:mod:`cloudq.schedules.scheduler`) and is refused here.
 
 The module is a pure plan builder (:func:`build_rules_plan`) between two thin I/O steps: :func:`read_rules`
-and :func:`apply_rules_plan`, which take injected boto3 clients.
+and :func:`apply_rules_plan`, which take injected boto3 clients (from :mod:`cloudq.aws.clients`) and make each
+call through :func:`cloudq.aws.errors.call`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from cloudq.aws.errors import call
 from cloudq.brokers.base import is_fifo
 from cloudq.errors import ConfigurationError
-from cloudq.schedules.plan import Change, Owner, QueueInfo, aws_call, diff_resources, read_queue, resource_name
+from cloudq.schedules.plan import Change, Owner, QueueInfo, diff_resources, read_queue, resource_name
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -196,7 +198,7 @@ def read_rules(events: Any, owner: Owner, names: Iterable[str] = ()) -> dict[str
     rules: dict[str, CurrentRule] = {}
     token: str | None = None
     while True:
-        page = aws_call(events, "list_rules", NamePrefix=_RULE_PREFIX, **({"NextToken": token} if token else {}))
+        page = call(events, "list_rules", _RULE_PREFIX, NamePrefix=_RULE_PREFIX, **({"NextToken": token} if token else {}))
         for rule in page.get("Rules", []):
             if rule["Name"] in wanted or owner.task_of(rule.get("Description")) is not None:
                 rules[rule["Name"]] = _current_rule(events, rule)
@@ -206,7 +208,7 @@ def read_rules(events: Any, owner: Owner, names: Iterable[str] = ()) -> dict[str
 
 
 def _current_rule(events: Any, rule: Mapping[str, Any]) -> CurrentRule:
-    targets = aws_call(events, "list_targets_by_rule", Rule=rule["Name"]).get("Targets", [])
+    targets = call(events, "list_targets_by_rule", rule["Name"], Rule=rule["Name"]).get("Targets", [])
     ours = next((t for t in targets if t.get("Id") == TARGET_ID), None)
     ids = tuple(t["Id"] for t in targets)
     return CurrentRule(rule["Name"], rule.get("ScheduleExpression"), rule.get("Description"), rule.get("State", "ENABLED"), ours, ids)
@@ -232,17 +234,17 @@ def apply_rules_plan(events: Any, sqs: Any, changes: Iterable[Change], tags: lis
     for change in changes:
         if change.kind == "queue policy" and change.action == "update":
             url, text = change.payload
-            aws_call(sqs, "set_queue_attributes", QueueUrl=url, Attributes={"Policy": text})
+            call(sqs, "set_queue_attributes", change.name, QueueUrl=url, Attributes={"Policy": text})
         elif change.kind == "rule" and change.action in ("create", "update"):
             _put_rule(events, change.payload, tags if change.action == "create" else None)
         elif change.kind == "rule" and change.action == "delete":
             rule: CurrentRule = change.payload
             if rule.target_ids:
-                aws_call(events, "remove_targets", Rule=rule.name, Ids=list(rule.target_ids))
-            aws_call(events, "delete_rule", Name=rule.name)
+                call(events, "remove_targets", rule.name, Rule=rule.name, Ids=list(rule.target_ids))
+            call(events, "delete_rule", rule.name, Name=rule.name)
 
 
 def _put_rule(events: Any, spec: RuleSpec, tags: list[dict[str, str]] | None) -> None:
     params: dict[str, Any] = {"Name": spec.name, "ScheduleExpression": spec.expression, "Description": spec.description}
-    aws_call(events, "put_rule", **params, State=spec.state, **({"Tags": tags} if tags else {}))
-    aws_call(events, "put_targets", Rule=spec.name, Targets=[spec.target])
+    call(events, "put_rule", spec.name, **params, State=spec.state, **({"Tags": tags} if tags else {}))
+    call(events, "put_targets", spec.name, Rule=spec.name, Targets=[spec.target])

@@ -11,8 +11,8 @@ carry and which their list calls return without one more request per resource. I
 queue prefix, because staging and production usually share an app name in one account, and pruning one must
 never touch the other.
 
-The few boto3 calls both engines make (:func:`aws_call`, which translates botocore's errors where they enter
-cloudq, and the queue look-ups) sit at the end of this module.
+The queue look-ups both engines make sit at the end of this module; like every AWS call of the engines they
+go through :func:`cloudq.aws.errors.call`, which translates botocore's errors where they enter cloudq.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import botocore.exceptions
-
-from cloudq.errors import BrokerError, BrokerUnavailable, CloudQError, ConfigurationError, QueueNotFound
+from cloudq.aws.errors import call
+from cloudq.errors import ConfigurationError, QueueNotFound
 
 __all__ = [
-    "Action", "Change", "Owner", "QueueInfo", "aws_call", "diff_resources", "error_code", "owner_tags",
-    "read_queue", "read_target_queues", "render_plan", "resource_name",
+    "Action", "Change", "Owner", "QueueInfo", "diff_resources", "owner_tags", "read_queue", "read_target_queues",
+    "render_plan", "resource_name",
 ]  # fmt: skip
 
 Action = Literal["create", "update", "delete", "unchanged", "orphaned"]
@@ -172,36 +171,6 @@ def render_plan(changes: list[Change], *, dry_run: bool) -> list[str]:
     return lines
 
 
-_CONNECTION_ERRORS = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ReadTimeoutError,
-)
-
-
-def aws_call(client: Any, op: str, **params: Any) -> dict[str, Any]:
-    """One boto3 call, its failures translated into cloudq's tree where they enter the library."""
-    service = client.meta.service_model.service_name
-    try:
-        return dict(getattr(client, op)(**params))
-    except botocore.exceptions.ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise BrokerError(f"{service} {op} failed: {error.get('Code', 'error')}: {error.get('Message', exc)}") from exc
-    except _CONNECTION_ERRORS as exc:
-        raise BrokerUnavailable(f"{service} endpoint unreachable: {exc}") from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise CloudQError(f"{service} {op} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code behind a translated error ('' if none), for the few codes a sync expects."""
-    cause = exc.__cause__
-    if isinstance(cause, botocore.exceptions.ClientError):
-        return str(cause.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 @dataclass(frozen=True)
 class QueueInfo:
     """A target queue as a sync needs it: where it is, its ARN, and its current access policy."""
@@ -215,12 +184,10 @@ class QueueInfo:
 def read_queue(sqs: Any, physical: str, url: str | None = None) -> QueueInfo | None:
     """The queue's ARN and policy; None if it does not exist (schedules never create queues)."""
     try:
-        url = url or aws_call(sqs, "get_queue_url", QueueName=physical)["QueueUrl"]
-        attributes = aws_call(sqs, "get_queue_attributes", QueueUrl=url, AttributeNames=["QueueArn", "Policy"])["Attributes"]
-    except BrokerError as exc:
-        if "NonExistentQueue" in error_code(exc) or "QueueDoesNotExist" in error_code(exc):
-            return None
-        raise
+        url = url or call(sqs, "get_queue_url", physical, QueueName=physical)["QueueUrl"]
+        attributes = call(sqs, "get_queue_attributes", physical, QueueUrl=url, AttributeNames=["QueueArn", "Policy"])["Attributes"]
+    except QueueNotFound:
+        return None
     policy = json.loads(attributes["Policy"]) if attributes.get("Policy") else None
     return QueueInfo(physical, url, attributes["QueueArn"], policy)
 

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cloudq.errors import BrokerError, ConfigurationError
+from cloudq.aws.errors import call
+from cloudq.errors import ConfigurationError, ResourceNotFound
 from cloudq.schedules.eventbridge import normalize_target, sqs_target
-from cloudq.schedules.plan import Change, Owner, QueueInfo, aws_call, diff_resources, error_code, resource_name
+from cloudq.schedules.plan import Change, Owner, QueueInfo, diff_resources, resource_name
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -39,7 +40,7 @@ def group_name(app: App) -> str:
 
 def role_arn(app: App) -> str:
     """The role Scheduler sends as; required by AWS for every target, so missing it is a clear error up front."""
-    arn = getattr(app.settings, "scheduler_role_arn", None)
+    arn = app.settings.scheduler_role_arn
     if not arn:
         raise ConfigurationError(
             "--engine scheduler needs CLOUDQ_SCHEDULER_ROLE_ARN: an IAM role that scheduler.amazonaws.com can assume, "
@@ -128,17 +129,15 @@ def build_schedules_plan(
 def read_schedules(scheduler: Any, group: str) -> dict[str, CurrentSchedule] | None:
     """Every schedule in the group, with its full definition; None if the group does not exist."""
     try:
-        aws_call(scheduler, "get_schedule_group", Name=group)
-    except BrokerError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return None
-        raise
+        call(scheduler, "get_schedule_group", group, Name=group)
+    except ResourceNotFound:
+        return None
     schedules: dict[str, CurrentSchedule] = {}
     token: str | None = None
     while True:
-        page = aws_call(scheduler, "list_schedules", GroupName=group, **({"NextToken": token} if token else {}))
+        page = call(scheduler, "list_schedules", group, GroupName=group, **({"NextToken": token} if token else {}))
         for item in page.get("Schedules", []):
-            fields = aws_call(scheduler, "get_schedule", Name=item["Name"], GroupName=group)
+            fields = call(scheduler, "get_schedule", item["Name"], Name=item["Name"], GroupName=group)
             schedules[item["Name"]] = CurrentSchedule(item["Name"], fields)
         token = page.get("NextToken")
         if not token:
@@ -158,6 +157,6 @@ def apply_schedules_plan(scheduler: Any, changes: Iterable[Change], tags: list[d
     operations = {"create": "create_schedule", "update": "update_schedule", "delete": "delete_schedule"}
     for change in changes:
         if change.kind == "schedule group" and change.action == "create":
-            aws_call(scheduler, "create_schedule_group", **change.payload, Tags=tags)
+            call(scheduler, "create_schedule_group", change.name, **change.payload, Tags=tags)
         elif change.kind == "schedule" and change.action in operations:
-            aws_call(scheduler, operations[change.action], **change.payload)
+            call(scheduler, operations[change.action], change.name, **change.payload)

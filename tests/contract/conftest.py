@@ -17,16 +17,21 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from cloudq.brokers.base import Broker, QueueConfig, QueueStats
+from cloudq.brokers.base import AdminBroker, Broker, QueueConfig, QueueStats
 from cloudq.brokers.local import LocalBroker
 from cloudq.brokers.memory import MemoryBroker
 from cloudq.brokers.sqs import SqsBroker
 from cloudq.brokers.sqs_requests import ensure_queue_attributes
 from cloudq.errors import QueueNotFound
 from cloudq.settings import Settings
+
+
+class ContractBroker(Broker, AdminBroker, Protocol):
+    """What every cloudq broker is: the data plane and the admin plane the suite drives it with."""
 
 
 class FakeClock:
@@ -44,15 +49,15 @@ class FakeClock:
 
 @dataclass(frozen=True)
 class BrokerFactory:
-    build: Callable[[FakeClock, Path], Broker]
+    build: Callable[[FakeClock, Path], ContractBroker]
     real_time: bool = False
 
 
-def _memory(clock: FakeClock, tmp_path: Path) -> Broker:
+def _memory(clock: FakeClock, tmp_path: Path) -> ContractBroker:
     return MemoryBroker(clock=clock)
 
 
-def _local(clock: FakeClock, tmp_path: Path) -> Broker:
+def _local(clock: FakeClock, tmp_path: Path) -> ContractBroker:
     return LocalBroker(str(tmp_path / "cloudq" / "broker.db"), clock=clock)
 
 
@@ -82,8 +87,8 @@ class _AutoCreatingSqsBroker(SqsBroker):
         return super().stats(queue)
 
 
-def _sqs_factory(endpoint: str) -> Callable[[FakeClock, Path], Broker]:
-    def build(clock: FakeClock, tmp_path: Path) -> Broker:
+def _sqs_factory(endpoint: str) -> Callable[[FakeClock, Path], ContractBroker]:
+    def build(clock: FakeClock, tmp_path: Path) -> ContractBroker:
         return _AutoCreatingSqsBroker(Settings(broker="sqs", endpoint_url=endpoint, region="us-east-1"))
 
     return build
@@ -107,7 +112,7 @@ def broker_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def broker(broker_name: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+async def broker(broker_name: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[ContractBroker]:
     """Each broker in turn; "sqs" is LocalStack over HTTP (skipped on a laptop without it, failing on CI)."""
     build = BROKERS[broker_name].build
     if broker_name == "sqs":

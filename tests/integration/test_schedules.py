@@ -11,6 +11,7 @@ import pytest
 
 import cloudq
 from cloudq.cli import main
+from cloudq.errors import BrokerUnavailable, QueueNotFound
 from cloudq.schedules.deploy import AwsClients, schedule_statuses, sync
 from cloudq.schedules.periodic import SCHEDULED_HEADER
 from cloudq.schedules.plan import Owner, render_plan
@@ -173,6 +174,29 @@ def test_list_shows_state_and_next_fire_times_in_the_task_timezone(settings: clo
     [after] = schedule_statuses(app, clients, engine="scheduler")
     assert after.state == "ENABLED" and after.deployed_expression == "cron(0 9 ? * MON-FRI *)"
     assert "T09:00+0" in after.render()  # 09:00 Berlin time, +01:00 or +02:00 depending on DST
+
+
+def test_a_missing_target_queue_is_queue_not_found_and_nothing_is_created(
+    make_settings: Callable[..., cloudq.Settings], clients: AwsClients
+) -> None:
+    """Schedules never create queues: a sync into a queue that does not exist names it and changes nothing."""
+    app = cloudq.App("sched", settings=make_settings(scheduler_role_arn=ROLE_ARN))
+    app.periodic("rate(5 minutes)", name="report", queue="nowhere")(lambda: None)
+
+    with pytest.raises(QueueNotFound, match=app.settings.queue_name("nowhere")):
+        sync(app, clients)
+    assert clients.events.list_rules(NamePrefix=f"cloudq-{app.settings.queue_prefix}")["Rules"] == []
+
+
+def test_an_unreachable_endpoint_is_broker_unavailable(make_settings: Callable[..., cloudq.Settings]) -> None:
+    """EventBridge and SQS failures of a sync reach the caller in cloudq's tree, transient ones as such."""
+    app = make_app(make_settings(scheduler_role_arn=ROLE_ARN), {"report": "rate(5 minutes)"})
+    down = AwsClients.from_settings(make_settings(endpoint_url="http://127.0.0.1:9", queue_prefix=app.settings.queue_prefix))
+    try:
+        with pytest.raises(BrokerUnavailable, match="sqs endpoint unreachable"):
+            sync(app, down)
+    finally:
+        down.close()
 
 
 @pytest.mark.slow

@@ -63,3 +63,12 @@ def test_redrive_messages_to_fifo_keep_the_group_with_a_dedup_id_per_receive() -
 def test_purge_and_arn_requests() -> None:
     assert rq.purge_request("u") == ("purge_queue", {"QueueUrl": "u"})
     assert rq.queue_arn_request("u") == ("get_queue_attributes", {"QueueUrl": "u", "AttributeNames": ["QueueArn"]})
+
+
+def test_list_queues_pages_by_prefix_and_parses_names_from_urls() -> None:
+    """ListQueues asks for full pages under the prefix; names are the URLs' last segments."""
+    assert rq.list_queues_request("shop-", None) == ("list_queues", {"MaxResults": 1000, "QueueNamePrefix": "shop-"})
+    assert rq.list_queues_request("", "t1") == ("list_queues", {"MaxResults": 1000, "NextToken": "t1"})
+    url = "http://127.0.0.1:4566/000000000000/shop-billing.fifo"
+    assert rq.parse_list_queues({"QueueUrls": [url], "NextToken": "t2"}) == ({"shop-billing.fifo": url}, "t2")
+    assert rq.parse_list_queues({}) == ({}, None)

@@ -6,17 +6,9 @@ import pytest
 
 from cloudq.brokers import sqs_requests as rq
 from cloudq.brokers.base import Delivery, OutgoingMessage, QueueConfig
-from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError, QueueNotFound
+from cloudq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
 pytestmark = pytest.mark.unit
-
-
-class FakeClientError(Exception):
-    """Shaped like botocore's ClientError: only ``.response`` is read."""
-
-    def __init__(self, code: str, status: int = 400) -> None:
-        super().__init__(code)
-        self.response = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
 def test_one_message_is_one_send_message_call() -> None:
@@ -81,20 +73,3 @@ def test_queue_attributes_include_redrive_and_encryption() -> None:
     assert '"maxReceiveCount": 4' in attributes["RedrivePolicy"] and attributes["FifoQueue"] == "true"
     assert attributes["ContentBasedDeduplication"] == "true"  # EventBridge rule targets need it
     assert attributes["SqsManagedSseEnabled"] == "true"
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "kind"),
-    [
-        ("AWS.SimpleQueueService.NonExistentQueue", 400, QueueNotFound),
-        ("QueueDoesNotExist", 400, QueueNotFound),
-        ("ThrottlingException", 400, BrokerUnavailable),
-        ("InternalError", 500, BrokerUnavailable),
-        ("Whatever", 503, BrokerUnavailable),
-        ("AccessDenied", 403, BrokerError),
-    ],
-)
-def test_client_errors_are_translated(code: str, status: int, kind: type) -> None:
-    """botocore error codes map onto cloudq's exception tree."""
-    error = rq.translate_client_error(FakeClientError(code, status), "q")
-    assert type(error) is kind

@@ -130,14 +130,10 @@ class UnreachableAtStart(MemoryBroker):
         super().__init__()
         self.failures = failures
 
-    async def aqueue_url(self, queue: str) -> str:
+    async def prepare(self, queues: Any) -> None:
         if self.failures:
             self.failures -= 1
             raise BrokerUnavailable("connection refused")
-        return queue
-
-    async def prepare(self, queues: Any) -> None:
-        await self.aqueue_url("")
 
 
 async def test_worker_started_during_an_outage_waits_then_consumes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,113 @@
+"""boto3 and aioboto3 clients, built one way for every AWS service cloudq calls.
+
+Why one factory: the SQS broker, the schedule sync (EventBridge, Scheduler, SQS queue policies) and
+the stores that come next (S3, DynamoDB) must agree on the region, the endpoint (LocalStack serves
+every service on one URL), the retry mode and the credentials a LocalStack needs; written once here,
+they cannot drift apart.
+
+* Region: ``settings.region``, else ``AWS_REGION`` (set by Lambda and ECS), else ``AWS_DEFAULT_REGION``,
+  else us-east-1.
+* botocore's ``standard`` retry mode (throttling and 5xx, with backoff) and a 5 s connect timeout, so
+  that an endpoint that is down is reported (as BrokerUnavailable) instead of hanging a worker.
+* Credentials: the SDK's own chain; only for a LocalStack on this machine without any configured,
+  dummy ones (LocalStack accepts any, and trying cloudq should not need an AWS account).
+
+The SDKs are imported inside the functions: ``import cloudq`` must stay cheap for Lambda cold starts,
+and only the async paths pay for aioboto3 and aiohttp.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import botocore.config
+
+__all__ = ["AwsSettings", "DEFAULT_REGION", "aclient", "client", "client_config", "is_local_endpoint", "region_of"]
+
+DEFAULT_REGION = "us-east-1"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "localstack")
+_LOCAL_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+
+
+class AwsSettings(Protocol):
+    """What the factory reads from settings (``cloudq.Settings`` and the lean env reader both have it)."""
+
+    @property
+    def region(self) -> str | None: ...
+
+    @property
+    def endpoint_url(self) -> str | None: ...
+
+
+def region_of(settings: AwsSettings) -> str:
+    """The region every client of this app uses."""
+    return settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def is_local_endpoint(endpoint_url: str | None) -> bool:
+    """True for a LocalStack on this machine (or its usual container and DNS names); never for AWS."""
+    host = urlparse(endpoint_url or "").hostname or ""
+    return host in _LOCAL_HOSTS or host.endswith(".localstack.cloud")
+
+
+def client_config(*, max_pool_connections: int = 10, read_timeout_s: float = 60) -> botocore.config.Config:
+    """botocore's config for every client: standard retries, a short connect timeout.
+
+    ``read_timeout_s`` must outlast the longest call the client makes (SQS: the 20 s long poll).
+    """
+    import botocore.config
+
+    return botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=5,
+        read_timeout=read_timeout_s,
+    )
+
+
+def _credentials(endpoint_url: str | None, session: Any) -> dict[str, str]:
+    """Dummy credentials for a local endpoint when the SDK's chain finds none; nothing otherwise."""
+    if is_local_endpoint(endpoint_url) and session.get_credentials() is None:
+        return dict(_LOCAL_CREDENTIALS)
+    return {}
+
+
+def client(service: str, settings: AwsSettings, *, max_pool_connections: int = 10, read_timeout_s: float = 60) -> Any:
+    """A boto3 client for ``service`` ("sqs", "events", "scheduler", "s3", "dynamodb", ...).
+
+    Each call builds its own boto3 session: sessions are not thread-safe, and a client built once is.
+    """
+    import boto3
+
+    session = boto3.session.Session(region_name=region_of(settings))
+    return session.client(
+        service,
+        endpoint_url=settings.endpoint_url,
+        config=client_config(max_pool_connections=max_pool_connections, read_timeout_s=read_timeout_s),
+        **_credentials(settings.endpoint_url, session),
+    )
+
+
+def aclient(
+    service: str, settings: AwsSettings, *, max_pool_connections: int = 10, read_timeout_s: float = 60
+) -> AbstractAsyncContextManager[Any]:
+    """An aioboto3 client for ``service``, as the async context manager aioboto3 hands out.
+
+    Enter it on the event loop that will use it (``async with``, or an ``AsyncExitStack`` that the
+    owner closes in its ``aclose``): an aiohttp session is bound to the loop it was opened on.
+    """
+    import aioboto3
+    import boto3
+
+    region = region_of(settings)
+    credentials = _credentials(settings.endpoint_url, boto3.session.Session(region_name=region))  # aioboto3's is async
+    return aioboto3.Session(region_name=region).client(  # type: ignore[no-any-return]
+        service,
+        endpoint_url=settings.endpoint_url,
+        config=client_config(max_pool_connections=max_pool_connections, read_timeout_s=read_timeout_s),
+        **credentials,
+    )
