@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloudq.settings_env import QueueNaming
+from cloudq.naming import QueueNaming
 
 __all__ = ["Settings"]
 

@@ -21,34 +21,17 @@ import json
 import os
 import re
 from dataclasses import Field, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cloudq.brokers.base import is_fifo
 from cloudq.errors import ConfigurationError
+from cloudq.naming import QueueNaming
 
-__all__ = ["EnvSettings", "QueueNaming", "load_settings"]
+__all__ = ["EnvSettings", "load_settings"]
 
 ENV_PREFIX = "cloudq_"
 _INT = re.compile(r"\d+\Z")
 _FLOAT = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 _REFUSED = object()
-
-
-class QueueNaming:
-    """Logical queue name -> physical SQS names; shared by :class:`cloudq.Settings` and :class:`EnvSettings`."""
-
-    if TYPE_CHECKING:  # a plain annotation here would look like a field to pydantic
-        queue_prefix: str
-
-    def queue_name(self, queue: str) -> str:
-        """The physical queue name of logical queue ``queue``."""
-        return f"{self.queue_prefix}{queue}"
-
-    def dlq_name(self, queue: str) -> str:
-        """The physical dead-letter queue of logical ``queue`` (``-dlq`` before ``.fifo``)."""
-        if is_fifo(queue):
-            return f"{self.queue_prefix}{queue[: -len('.fifo')]}-dlq.fifo"
-        return f"{self.queue_prefix}{queue}-dlq"
 
 
 def _bounds(*, ge: float | None = None, gt: float | None = None, le: float | None = None) -> dict[str, float]:
