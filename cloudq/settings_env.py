@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from cloudq.errors import ConfigurationError
@@ -32,14 +31,18 @@ from cloudq.settings_fields import ENV_PREFIX, SETTINGS, Setting, SettingsFields
 
 __all__ = ["EnvSettings", "load_settings"]
 
-_INT = re.compile(r"[0-9]+\Z")
-_FLOAT = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+# A pattern, not compiled at import: re compiles (and caches) it only if a float variable is set.
+_FLOAT = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z"
 _ODD = object()  # a value only pydantic can judge
 
 
-@dataclass(frozen=True, kw_only=True)
 class EnvSettings(QueueNaming, SettingsFields):
-    """The fields of :class:`cloudq.Settings`, read from the environment without pydantic."""
+    """The fields of :class:`cloudq.Settings`, read from the environment without pydantic.
+
+    Not decorated again: the frozen dataclass :class:`SettingsFields` gives it its keyword-only
+    ``__init__``, equality, hash and repr, and a second ``@dataclass`` would cost the cold path
+    about as much as the first one did.
+    """
 
     @classmethod
     def from_environ(cls) -> EnvSettings:
@@ -73,9 +76,9 @@ class EnvSettings(QueueNaming, SettingsFields):
 def _parse(row: Setting, raw: str) -> Any:
     """``raw`` as the field's type, or ``_ODD`` when it is not plain and pydantic should judge it."""
     if row.kind == "int":
-        return int(raw) if _INT.match(raw) else _ODD
+        return int(raw) if raw.isascii() and raw.isdigit() else _ODD
     if row.kind == "float":
-        return float(raw) if _FLOAT.match(raw) else _ODD
+        return float(raw) if re.match(_FLOAT, raw) else _ODD
     if row.kind == "map":
         return _json_map(raw)
     return row.normalize(raw)

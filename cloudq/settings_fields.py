@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = ["ENV_PREFIX", "SETTINGS", "Setting", "SettingsFields", "field_bounds", "rejection"]
 
@@ -31,9 +31,11 @@ Kind = Literal["str", "int", "float", "map"]
 _KEY = "cloudq.setting"
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One row of the table: what a field accepts, and how to say what it accepts."""
+class Setting(NamedTuple):
+    """One row of the table: what a field accepts, and how to say what it accepts.
+
+    A NamedTuple, not a dataclass: building the class costs less on the cold path.
+    """
 
     name: str
     type: Any
