@@ -40,7 +40,7 @@ class EnvSettings(QueueNaming, SettingsFields):
     """The fields of :class:`cloudq.Settings`, read from the environment without pydantic.
 
     Not decorated again: the frozen dataclass :class:`SettingsFields` gives it its keyword-only
-    ``__init__``, equality, hash and repr, and a second ``@dataclass`` would cost the cold path
+    ``__init__``, equality, repr and immutability, and a second ``@dataclass`` would cost the cold path
     about as much as the first one did.
     """
 
