@@ -51,9 +51,10 @@ class _SettingsModel(QueueNaming, BaseSettings):
 def _field(row: Setting) -> tuple[Any, Any]:
     """The pydantic annotation and ``Field`` of one row: the same constraints the lean reader checks."""
     annotation = Annotated[row.type, BeforeValidator(row.normalize)] if row.fold_case else row.type
-    default: dict[str, Any] = {"default_factory": row.default_factory} if row.default_factory else {"default": row.default}
-    constraints = {"ge": row.ge, "gt": row.gt, "le": row.le, "min_length": 1 if row.non_empty else None}
-    return annotation, Field(**default, description=row.description, **constraints)
+    constraints: dict[str, Any] = {"ge": row.ge, "gt": row.gt, "le": row.le, "min_length": 1 if row.non_empty else None}
+    if row.default_factory is not None:
+        return annotation, Field(default_factory=row.default_factory, description=row.description, **constraints)
+    return annotation, Field(default=row.default, description=row.description, **constraints)
 
 
 _DOC = """All of cloudq's knobs; each field is ``CLOUDQ_<FIELD>`` in the environment.
@@ -65,7 +66,9 @@ skips importing pydantic (cold starts) and defers to this model for anything but
 
 if TYPE_CHECKING:
 
-    class Settings(QueueNaming, SettingsFields, BaseSettings):  # what type checkers see: the table's fields
+    # What type checkers see: the table's fields and types. mypy objects that the (non-frozen) pydantic
+    # model inherits a frozen dataclass; the class that runs inherits only the fields, as pydantic fields.
+    class Settings(QueueNaming, SettingsFields, BaseSettings):  # type: ignore[misc]
         def __init__(self, **values: Any) -> None: ...
 
 else:

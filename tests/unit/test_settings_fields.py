@@ -66,7 +66,7 @@ def test_a_bad_keyword_raises_a_configuration_error_in_one_line_with_pydantics_e
 )
 def test_each_rejected_keyword_is_named_with_its_value_and_rule(options: dict[str, object], message: str) -> None:
     with pytest.raises(cloudq.ConfigurationError) as raised:
-        cloudq.Settings(**options)  # type: ignore[arg-type]
+        cloudq.Settings(**options)
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
 
 
