@@ -2,60 +2,114 @@
 
 One object carries what producers, workers and the CLI need, so a container is
 configured by its environment alone (12-factor), and tests pass ``Settings(...)``.
+
+No field is declared here: :class:`Settings` is built from the table in :mod:`cloudq.settings_fields`,
+which the pydantic-free reader (:mod:`cloudq.settings_env`) is derived from too, so the two cannot
+drift apart. A rejected value raises :class:`cloudq.ConfigurationError` with one line per value that
+names where it came from (``CLOUDQ_CONCURRENCY='5000'`` or ``Settings(concurrency=5000)``) and the
+table's rule (``must be between 1 and 1000``), the line the lean reader gives for the same value;
+pydantic's error stays reachable as ``__cause__``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from cloudq.settings_env import QueueNaming
+from cloudq.errors import ConfigurationError
+from cloudq.naming import QueueNaming
+from cloudq.settings_fields import ENV_PREFIX, SETTINGS, Setting, SettingsFields, rejection
 
 __all__ = ["Settings"]
 
+# pydantic error types raised for a value of the right type that breaks a bound, a choice or non-emptiness;
+# any other type means the value was not of the field's type at all.
+_VALUE_ERRORS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error", "string_too_short"}
+)
 
-class Settings(QueueNaming, BaseSettings):
-    """All of cloudq's knobs; each field is ``CLOUDQ_<FIELD>`` in the environment.
 
-    An app built without settings reads the same variables through
-    :class:`cloudq.settings_env.EnvSettings`, which skips importing pydantic (cold starts)
-    and defers to this model for anything but plain values.
-    """
+class _SettingsModel(QueueNaming, BaseSettings):
+    """What :class:`Settings` adds to its fields: where they are read from, and errors as ConfigurationError."""
 
-    model_config = SettingsConfigDict(env_prefix="CLOUDQ_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
-    broker: Literal["local", "sqs", "memory"] = Field(
-        "local", description="local (SQLite file, the default), sqs (AWS or LocalStack), memory (tests)"
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc, values, type(self).__name__)) from exc
+        except SettingsError as exc:  # pydantic-settings could not decode a variable (JSON) before validating
+            raise ConfigurationError(_explain_decoding(exc)) from exc
+
+
+def _field(row: Setting) -> tuple[Any, Any]:
+    """The pydantic annotation and ``Field`` of one row: the same constraints the lean reader checks."""
+    annotation = Annotated[row.type, BeforeValidator(row.normalize)] if row.fold_case else row.type
+    constraints: dict[str, Any] = {"ge": row.ge, "gt": row.gt, "le": row.le, "min_length": 1 if row.non_empty else None}
+    if row.default_factory is not None:
+        return annotation, Field(default_factory=row.default_factory, description=row.description, **constraints)
+    return annotation, Field(default=row.default, description=row.description, **constraints)
+
+
+_DOC = """All of cloudq's knobs; each field is ``CLOUDQ_<FIELD>`` in the environment.
+
+The fields, their defaults and rules are :class:`cloudq.settings_fields.SettingsFields`. An app built
+without settings reads the same variables through :class:`cloudq.settings_env.EnvSettings`, which
+skips importing pydantic (cold starts) and defers to this model for anything but plain values.
+"""
+
+if TYPE_CHECKING:
+
+    # What type checkers see: the table's fields and types. mypy objects that the (non-frozen) pydantic
+    # model inherits a frozen dataclass; the class that runs inherits only the fields, as pydantic fields.
+    class Settings(QueueNaming, SettingsFields, BaseSettings):  # type: ignore[misc]
+        def __init__(self, **values: Any) -> None: ...
+
+else:
+    Settings = create_model(
+        "Settings",
+        __base__=_SettingsModel,
+        __module__=__name__,
+        __doc__=_DOC,
+        **{name: _field(row) for name, row in SETTINGS.items()},
     )
-    endpoint_url: str | None = Field(None, description="SQS endpoint, e.g. http://127.0.0.1:4566 for LocalStack")
-    region: str | None = Field(None, description="AWS region; falls back to AWS_REGION / AWS_DEFAULT_REGION")
-    queue_prefix: str = Field("", description="prepended to every logical queue name, e.g. 'shop-prod-'")
-    default_queue: str = "default"
-    queue_urls: dict[str, str] = Field(
-        default_factory=dict, description="logical queue name -> queue URL, to skip GetQueueUrl"
-    )
-    local_path: str = Field(".cloudq/broker.db", description="SQLite file of the local broker")
 
-    visibility_timeout_s: int = Field(30, ge=0, le=43_200, description="used when receiving messages")
-    wait_time_s: int = Field(20, ge=0, le=20, description="long-poll wait per ReceiveMessage")
-    concurrency: int = Field(10, ge=1, le=1000, description="jobs run at once per worker process")
-    max_retries: int = Field(3, ge=0, description="default retries per task before dead-lettering")
-    retry_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles each attempt, with jitter")
-    retry_backoff_max_s: float = Field(900.0, gt=0, le=43_200, description="cap of the retry delay")
-    shutdown_grace_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for running jobs")
-    delete_flush_s: float = Field(0.05, ge=0, description="how long a finished job's delete may wait to batch")
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
-    heartbeat_path: str | None = Field(None, description="file the worker touches while healthy")
-    scheduler_role_arn: str | None = Field(
-        None, description="IAM role EventBridge Scheduler sends to SQS as (`cloudq schedules sync --engine scheduler`)"
-    )
 
-    @field_validator("default_queue")
-    @classmethod
-    def _queue_name(cls, value: str) -> str:
-        if not value:
-            raise ValueError("queue name must not be empty")
-        return value
+def _explain(exc: ValidationError, values: Mapping[str, Any], model: str) -> str:
+    """pydantic's errors as one line: each names the keyword or variable, its value and the table's rule."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        row = SETTINGS.get(name)
+        if row is None:  # extra="forbid": a keyword that is no setting
+            lines.append(f"{model}({name}={error['input']!r}): not a setting; the settings are {', '.join(SETTINGS)}")
+            continue
+        rule = row.rule(type_ok=error["type"] in _VALUE_ERRORS)
+        if name in values:
+            lines.append(f"{model}({name}={values[name]!r}): {rule}")
+        else:
+            key, raw = _from_environ(row, error["input"])
+            lines.append(rejection(key, raw, rule))
+    return "; ".join(dict.fromkeys(lines))  # a map reports once, however many of its items are wrong
+
+
+def _explain_decoding(exc: SettingsError) -> str:
+    found = re.search(r'field "(\w+)"', str(exc))
+    row = SETTINGS.get(found[1]) if found else None
+    if row is None:
+        return f"invalid {ENV_PREFIX}* environment variable: {exc}"
+    return rejection(*_from_environ(row, None), row.rule(type_ok=False))
+
+
+def _from_environ(row: Setting, parsed: Any) -> tuple[str, Any]:
+    """The variable that holds ``row``'s value as the user spelled it, and its raw value."""
+    for key, raw in os.environ.items():
+        if key.upper() == row.env_name:
+            return key, raw
+    return row.env_name, parsed

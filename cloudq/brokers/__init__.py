@@ -14,13 +14,12 @@ from cloudq.brokers.base import AdminBroker, Broker, Delivery, OutgoingMessage, 
 from cloudq.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from cloudq.settings import Settings
-    from cloudq.settings_env import EnvSettings
+    from cloudq.settings_fields import SettingsFields
 
 __all__ = ["AdminBroker", "Broker", "Delivery", "OutgoingMessage", "QueueConfig", "QueueStats", "admin_of", "create_broker"]
 
 
-def create_broker(settings: Settings | EnvSettings, *, sqs_async_io: str = "aioboto3") -> Broker:
+def create_broker(settings: SettingsFields, *, sqs_async_io: str = "aioboto3") -> Broker:
     """Build the broker named by ``settings.broker``; ``sqs_async_io`` is :class:`SqsBroker`'s ``async_io``."""
     if settings.broker == "sqs":
         from cloudq.brokers.sqs import SqsBroker
