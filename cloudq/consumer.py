@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from cloudq.brokers.base import Broker
     from cloudq.middleware import MiddlewareChain
     from cloudq.retry import RetryPolicy
-    from cloudq.settings_env import QueueNaming
+    from cloudq.naming import QueueNaming
     from cloudq.tasks import Registry, Task
 
 __all__ = ["Consumer", "JobTimeout", "RunSync", "Settled"]
