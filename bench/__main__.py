@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--local-jobs", type=int, default=5000, help="jobs per round of the local bench (default 5000)")
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
-    parser.add_argument("--timeout", type=float, default=600, help="hard limit for the whole run, seconds")
+    parser.add_argument("--timeout", type=float, default=900, help="hard limit for the whole run, seconds")
     args = parser.parse_args(argv)
     if min(args.jobs, args.local_jobs, args.cli_jobs) < 20 or args.concurrency < 1 or args.rounds < 1 or args.delay_count < 50:
         parser.error("need --jobs, --local-jobs and --cli-jobs >= 20, --concurrency >= 1, --rounds >= 1, --delay-count >= 50")
@@ -82,6 +82,7 @@ def run_sqs(args: argparse.Namespace, report: Report, endpoint: str, log: LocalS
 def run_cli(args: argparse.Namespace, report: Report, endpoint: str, log: LocalStackLog, deadline: Deadline) -> None:
     """Spawned processes: `cloudq worker` against the raw loop's process, and .map() in a fresh script."""
     from bench.cli_drain import CliBench, middleware_available, rotate
+    from bench.startup import startup_rounds
 
     client = sqs_client(endpoint, pool=10)
     queues = QueueFactory(client, unique_name("cli").removeprefix("cli-"))
@@ -100,6 +101,7 @@ def run_cli(args: argparse.Namespace, report: Report, endpoint: str, log: LocalS
         for i, side in enumerate(rotate(args.rounds, ("raw", "cloudq"))):
             maps[side].append(cli.map_round(side, args.cli_jobs, f"m{i}-{side}"))
         report.map_fresh(maps)
+        report.startup_phases(startup_rounds(cli, args.rounds))
     finally:
         left = queues.delete_all()
         if left:

@@ -64,7 +64,8 @@ class CliRound:
     jobs: int
     startup_s: float  # spawn -> first job ran
     drain_s: float  # first job -> last job
-    cpu_drain_s: float  # the child's CPU time (all threads) between its first and last job
+    cpu_drain_s: float  # the child's CPU time (all threads, user + system) between its first and last job
+    sys_drain_s: float  # the system (kernel) part of it
     cpu_startup_s: float  # the child's CPU time until its first job (interpreter start included)
     cpu_total_s: float  # rusage of the whole child, exit included
     exit_s: float  # last job -> the child reaped
@@ -80,6 +81,10 @@ class CliRound:
     @property
     def cpu_ms_per_job(self) -> float:
         return self.cpu_drain_s / (self.jobs - 1) * 1000
+
+    @property
+    def sys_ms_per_job(self) -> float:
+        return self.sys_drain_s / (self.jobs - 1) * 1000
 
     @property
     def cores(self) -> float:
@@ -137,7 +142,7 @@ class CliBench:
         stamps = data["stamps"]
         return CliRound(
             side, n, startup_s=stamps[0] - spawned, drain_s=stamps[-1] - stamps[0],
-            cpu_drain_s=data["cpu_last_s"] - data["cpu_first_s"], cpu_startup_s=data["cpu_first_s"],
+            cpu_drain_s=data["cpu_last_s"] - data["cpu_first_s"], sys_drain_s=data["sys_last_s"] - data["sys_first_s"], cpu_startup_s=data["cpu_first_s"],
             cpu_total_s=usage.ru_utime + usage.ru_stime, exit_s=exited - stamps[-1], maxrss_kb=data["maxrss_kb"],
             log_calls=self.log.count_since(mark), notes=data.get("notes", {}),
             localstack_cpu_s=ls_after - ls_cpu if ls_after is not None and ls_cpu is not None else None,

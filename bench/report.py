@@ -59,6 +59,7 @@ def summarize_cli(rounds: Sequence[CliRound]) -> dict[str, Any]:
         "startup_s": round(median(r.startup_s for r in rounds), 3),
         "rounds_startup_s": [round(r.startup_s, 3) for r in rounds],
         "cpu_ms_per_job": round(median(r.cpu_ms_per_job for r in rounds), 3),
+        "sys_ms_per_job": round(median(r.sys_ms_per_job for r in rounds), 3),
         "cores": round(median(r.cores for r in rounds), 2),
         "cpu_startup_s": round(median(r.cpu_startup_s for r in rounds), 3),
         "cpu_total_s": round(median(r.cpu_total_s for r in rounds), 2),
@@ -163,7 +164,7 @@ class Report:
         self.data["cli_drain"] = section
         self.lines += [
             "", f"SQS drain, spawned processes: `cloudq worker -c {concurrency}` vs a raw boto3 loop, {section['jobs']} no-op sync jobs each",
-            f"  {'':34} {'jobs/s':>7} {'vs ref':>7} {'start s':>8} {'+ms':>5}  {'CPU ms/job':>10} {'cores':>5} {'+cores':>6}"
+            f"  {'':34} {'jobs/s':>7} {'vs ref':>7} {'start s':>8} {'+ms':>5}  {'CPU ms/job (sys)':>16} {'cores':>5} {'+cores':>6}"
             f"  {'CPU@1st s':>9} {'CPU all s':>9} {'LS ms/job':>9}  calls/job",
         ]  # fmt: skip
         labels = {"raw": "raw boto3 loop (1 thread x 10)", "cloudq": "cloudq worker (CLI)", "cloudq+mw": "cloudq worker + no-op middleware"}
@@ -173,7 +174,7 @@ class Report:
             more = f"{s['cores_over_raw']:+6.2f}" if "ratio" in s else f"{'':6}"
             ls = f"{s['localstack_cpu_ms_per_job']:9.3f}" if "localstack_cpu_ms_per_job" in s else f"{'':9}"
             self.lines.append(
-                f"  {labels[side]:34} {s['jobs_per_s']:7.0f} {vs} {s['startup_s']:8.3f} {extra}  {s['cpu_ms_per_job']:10.3f} {s['cores']:5.2f} {more}"
+                f"  {labels[side]:34} {s['jobs_per_s']:7.0f} {vs} {s['startup_s']:8.3f} {extra}  {s['cpu_ms_per_job']:8.3f} ({s['sys_ms_per_job']:.3f}) {s['cores']:5.2f} {more}"
                 f"  {s['cpu_startup_s']:9.3f} {s['cpu_total_s']:9.2f} {ls}  {s.get('calls_per_job_total', '')}"
             )  # fmt: skip
         if "middleware_ratio" in section:
@@ -219,6 +220,13 @@ class Report:
             ls_ms = section["localstack_cpu_ms_per_job"]
             self.lines.append(f"  LocalStack CPU ms/job over the whole child: raw {ls_ms['raw']:.3f}, cloudq {ls_ms['cloudq']:.3f}")
         self._goals(section["goals"])
+
+    def startup_phases(self, phases: dict[str, dict[str, float]]) -> None:
+        """Start-up to first job split into phases (:mod:`bench.startup`), median ms per side."""
+        from bench.startup import text
+
+        self.data["startup_phases_ms"] = phases
+        self.lines += ["", *text(phases).splitlines()]
 
     def error(self, section: str, message: str) -> None:
         self.data.setdefault("errors", {})[section] = message
