@@ -17,7 +17,7 @@ from bench.common import BenchError, Deadline, LocalStackLog, QueueFactory, aws_
 from bench.common import sqs_client, start_watchdog, unique_name
 from bench.report import Report
 
-SECTIONS = ("sqs", "producer", "local")
+SECTIONS = ("sqs", "producer", "cli", "local")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,12 +26,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", "-c", type=int, default=10, help="jobs in flight, both sides (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side, alternating; the median is reported")
     parser.add_argument("--delay-count", type=int, default=1000, help="single sends per side in the producer bench")
+    parser.add_argument("--cli-jobs", type=int, default=5000, help="jobs per round of the spawned-process (cli) section (default 5000)")
+    parser.add_argument(
+        "--middleware", choices=("auto", "off"), default="auto",
+        help="cli section: also run `cloudq worker` with one no-op middleware when cloudq has the API (auto, default)",
+    )  # fmt: skip
     parser.add_argument("--local-jobs", type=int, default=5000, help="jobs per round of the local bench (default 5000)")
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
-    parser.add_argument("--timeout", type=float, default=600, help="hard limit for the whole run, seconds")
+    parser.add_argument("--timeout", type=float, default=900, help="hard limit for the whole run, seconds")
     args = parser.parse_args(argv)
-    if min(args.jobs, args.local_jobs) < 10 or args.concurrency < 1 or args.rounds < 1 or args.delay_count < 50:
-        parser.error("need --jobs and --local-jobs >= 10, --concurrency >= 1, --rounds >= 1, --delay-count >= 50")
+    if min(args.jobs, args.local_jobs, args.cli_jobs) < 20 or args.concurrency < 1 or args.rounds < 1 or args.delay_count < 50:
+        parser.error("need --jobs, --local-jobs and --cli-jobs >= 20, --concurrency >= 1, --rounds >= 1, --delay-count >= 50")
     args.only = args.only or list(SECTIONS)
     return args
 
@@ -74,6 +79,36 @@ def run_sqs(args: argparse.Namespace, report: Report, endpoint: str, log: LocalS
         client.close()
 
 
+def run_cli(args: argparse.Namespace, report: Report, endpoint: str, log: LocalStackLog, deadline: Deadline) -> None:
+    """Spawned processes: `cloudq worker` against the raw loop's process, and .map() in a fresh script."""
+    from bench.cli_drain import CliBench, middleware_available, rotate
+    from bench.startup import startup_rounds
+
+    client = sqs_client(endpoint, pool=10)
+    queues = QueueFactory(client, unique_name("cli").removeprefix("cli-"))
+    cli = CliBench(endpoint, client, queues, log, timeout_s=min(180.0, deadline.remaining()))
+    sides: tuple[str, ...] = ("raw", "cloudq")
+    if args.middleware == "auto" and middleware_available():
+        sides += ("cloudq+mw",)
+    try:
+        for side in sides:  # untimed: compiles bytecode into the bench's cache and warms the file cache
+            cli.drain_round(side, 20, args.concurrency, f"warm-{side.replace('+', '-')}")
+        drains: dict[str, list[Any]] = {side: [] for side in sides}
+        for i, side in enumerate(rotate(args.rounds, sides)):
+            drains[side].append(cli.drain_round(side, args.cli_jobs, args.concurrency, f"d{i}-{side.replace('+', '-')}"))
+        report.cli_drain(drains, args.concurrency)
+        maps: dict[str, list[Any]] = {"raw": [], "cloudq": []}
+        for i, side in enumerate(rotate(args.rounds, ("raw", "cloudq"))):
+            maps[side].append(cli.map_round(side, args.cli_jobs, f"m{i}-{side}"))
+        report.map_fresh(maps)
+        report.startup_phases(startup_rounds(cli, args.rounds))
+    finally:
+        left = queues.delete_all()
+        if left:
+            print(f"bench: could not delete {len(left)} queue(s): {left}", file=sys.stderr)
+        client.close()
+
+
 def run_local(args: argparse.Namespace, report: Report, deadline: Deadline) -> None:
     from bench.local import cloudq_round, huey_round
 
@@ -98,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     aws_defaults()
     endpoint = os.environ.get("CLOUDQ_BENCH_ENDPOINT")
-    needs_sqs = bool({"sqs", "producer"} & set(args.only))
+    needs_sqs = bool({"sqs", "producer", "cli"} & set(args.only))
     try:
         if needs_sqs:
             endpoint = require_localstack(endpoint)
@@ -106,15 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     header = {
-        "jobs": args.jobs, "local_jobs": args.local_jobs, "concurrency": args.concurrency, "rounds": args.rounds, "only": ",".join(args.only),
+        "jobs": args.jobs, "cli_jobs": args.cli_jobs, "local_jobs": args.local_jobs, "concurrency": args.concurrency, "rounds": args.rounds, "only": ",".join(args.only),
         "endpoint": endpoint if needs_sqs else None, "python": platform.python_version(), "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }  # fmt: skip
     report = Report(header)
     log = LocalStackLog(os.environ.get("CLOUDQ_LOCALSTACK_LOG"))
     sections = []
-    if needs_sqs:
+    if {"sqs", "producer"} & set(args.only):
         sections.append(("sqs", lambda: run_sqs(args, report, endpoint or "", log, deadline)))
+    if "cli" in args.only:
+        sections.append(("cli", lambda: run_cli(args, report, endpoint or "", log, deadline)))
     if "local" in args.only:
         sections.append(("local", lambda: run_local(args, report, deadline)))
     started = time.perf_counter()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import Phase, median, percentile
+
+if TYPE_CHECKING:
+    from bench.cli_drain import CliRound, MapRound
 
 __all__ = ["Report"]
 
@@ -45,6 +48,38 @@ def summarize(phases: Sequence[Phase]) -> dict[str, Any]:
             "p95": round(percentile(latencies, 0.95) * 1000, 2),
             "p99": round(percentile(latencies, 0.99) * 1000, 2),
         }
+    return out
+
+
+def summarize_cli(rounds: Sequence[CliRound]) -> dict[str, Any]:
+    """Medians over rounds of one side of the CLI drain; API calls per job over all rounds."""
+    out: dict[str, Any] = {
+        "jobs_per_s": round(median(r.rate for r in rounds), 1),
+        "rounds_jobs_per_s": [round(r.rate, 1) for r in rounds],
+        "startup_s": round(median(r.startup_s for r in rounds), 3),
+        "rounds_startup_s": [round(r.startup_s, 3) for r in rounds],
+        "cpu_ms_per_job": round(median(r.cpu_ms_per_job for r in rounds), 3),
+        "sys_ms_per_job": round(median(r.sys_ms_per_job for r in rounds), 3),
+        "cores": round(median(r.cores for r in rounds), 2),
+        "cpu_startup_s": round(median(r.cpu_startup_s for r in rounds), 3),
+        "cpu_total_s": round(median(r.cpu_total_s for r in rounds), 2),
+        "exit_s": round(median(r.exit_s for r in rounds), 3),
+        "maxrss_mb": round(median(r.maxrss_kb for r in rounds) / 1024, 1),
+    }
+    ls = [r.localstack_cpu_s / r.jobs for r in rounds if r.localstack_cpu_s is not None]
+    if ls and len(ls) == len(rounds):
+        out["localstack_cpu_ms_per_job"] = round(median(ls) * 1000, 3)
+    logged = [r.log_calls for r in rounds if r.log_calls is not None]
+    if logged and len(logged) == len(rounds):
+        total: Counter[str] = Counter()
+        for counts in logged:
+            total.update(counts)
+        jobs = sum(r.jobs for r in rounds)
+        out["calls_per_job"] = {op: round(n / jobs, 3) for op, n in sorted(total.items())}
+        out["calls_per_job_total"] = round(sum(total.values()) / jobs, 3)
+    notes = [r.notes for r in rounds if r.notes]
+    if notes:
+        out["notes"] = notes[0]
     return out
 
 
@@ -107,6 +142,91 @@ class Report:
         section["goals"] = {"drain_ratio>=1.0": section["drain"]["ratio"] >= 1.0}
         self._goals(section["goals"])
         self.data["local"] = section
+
+    def cli_drain(self, rounds: dict[str, list[CliRound]], concurrency: int) -> None:
+        """Spawned consumers: ``cloudq worker`` (and its middleware variant) against the raw loop's process."""
+        sides = {side: summarize_cli(r) for side, r in rounds.items() if r}
+        raw = sides["raw"]
+        for side, s in sides.items():
+            if side != "raw":
+                s["ratio"] = round(s["jobs_per_s"] / raw["jobs_per_s"], 3) if raw["jobs_per_s"] else 0.0
+                s["startup_over_raw_ms"] = round((s["startup_s"] - raw["startup_s"]) * 1000)
+                s["cpu_ms_per_job_over_raw"] = round(s["cpu_ms_per_job"] - raw["cpu_ms_per_job"], 3)
+                s["cores_over_raw"] = round(s["cores"] - raw["cores"], 2)
+        section: dict[str, Any] = {**sides, "jobs": rounds["raw"][0].jobs, "concurrency": concurrency}
+        cloudq = sides["cloudq"]
+        goals = {"rate_ratio>=0.90": cloudq["ratio"] >= 0.90, "startup_within_150ms": cloudq["startup_over_raw_ms"] <= 150}
+        if "cloudq+mw" in sides:
+            mw = sides["cloudq+mw"]
+            section["middleware_ratio"] = round(mw["jobs_per_s"] / cloudq["jobs_per_s"], 3) if cloudq["jobs_per_s"] else 0.0
+            goals["middleware_ratio>=0.95"] = section["middleware_ratio"] >= 0.95
+        section["goals"] = goals
+        self.data["cli_drain"] = section
+        self.lines += [
+            "", f"SQS drain, spawned processes: `cloudq worker -c {concurrency}` vs a raw boto3 loop, {section['jobs']} no-op sync jobs each",
+            f"  {'':34} {'jobs/s':>7} {'vs ref':>7} {'start s':>8} {'+ms':>5}  {'CPU ms/job (sys)':>16} {'cores':>5} {'+cores':>6}"
+            f"  {'CPU@1st s':>9} {'CPU all s':>9} {'LS ms/job':>9}  calls/job",
+        ]  # fmt: skip
+        labels = {"raw": "raw boto3 loop (1 thread x 10)", "cloudq": "cloudq worker (CLI)", "cloudq+mw": "cloudq worker + no-op middleware"}
+        for side, s in sides.items():
+            vs = f"{s['ratio']:7.0%}" if "ratio" in s else f"{'(ref)':>7}"
+            extra = f"{s['startup_over_raw_ms']:5d}" if "ratio" in s else f"{'':5}"
+            more = f"{s['cores_over_raw']:+6.2f}" if "ratio" in s else f"{'':6}"
+            ls = f"{s['localstack_cpu_ms_per_job']:9.3f}" if "localstack_cpu_ms_per_job" in s else f"{'':9}"
+            self.lines.append(
+                f"  {labels[side]:34} {s['jobs_per_s']:7.0f} {vs} {s['startup_s']:8.3f} {extra}  {s['cpu_ms_per_job']:8.3f} ({s['sys_ms_per_job']:.3f}) {s['cores']:5.2f} {more}"
+                f"  {s['cpu_startup_s']:9.3f} {s['cpu_total_s']:9.2f} {ls}  {s.get('calls_per_job_total', '')}"
+            )  # fmt: skip
+        if "middleware_ratio" in section:
+            self.lines.append(f"  with middleware vs without: {section['middleware_ratio']:.0%}")
+        self._goals(goals)
+
+    def map_fresh(self, rounds: dict[str, list[MapRound]]) -> None:
+        """``.map()`` in a fresh process against raw SendMessageBatch in one, three ways of timing it."""
+        windows = {
+            "script": ("spawn", "done", "whole script: spawn -> last batch sent (imports included)"),
+            "after_import": ("imported", "done", "after imports: client, queue URL and every batch"),
+            "warm": ("first", "done", "warm: after the first 10 jobs"),
+        }
+        section: dict[str, Any] = {}
+        for key, (start, end, _) in windows.items():
+            for side, rs in rounds.items():
+                jobs = [r.jobs - (10 if start == "first" else 0) for r in rs]
+                section.setdefault(key, {})[side] = {
+                    "jobs_per_s": round(median(j / r.seconds(start, end) for j, r in zip(jobs, rs)), 1),
+                    "seconds": round(median(r.seconds(start, end) for r in rs), 3),
+                    "cpu_ms_per_job": round(median(r.cpu_s(start, end) / j * 1000 for j, r in zip(jobs, rs)), 3),
+                    "rounds_jobs_per_s": [round(j / r.seconds(start, end), 1) for j, r in zip(jobs, rs)],
+                }
+            raw, cq = section[key]["raw"], section[key]["cloudq"]
+            section[key]["ratio"] = round(cq["jobs_per_s"] / raw["jobs_per_s"], 3) if raw["jobs_per_s"] else 0.0
+        first = {side: round(median(r.seconds("imported", "first") for r in rs) * 1000, 1) for side, rs in rounds.items()}
+        section["first_10_ms"] = first
+        ls = {side: [r.localstack_cpu_s / r.jobs for r in rs if r.localstack_cpu_s is not None] for side, rs in rounds.items()}
+        if all(ls.values()):
+            section["localstack_cpu_ms_per_job"] = {side: round(median(v) * 1000, 3) for side, v in ls.items()}
+        section["goals"] = {"after_import_ratio>=0.90": section["after_import"]["ratio"] >= 0.90}
+        self.data["map_fresh"] = section
+        n = rounds["raw"][0].jobs
+        self.lines += ["", f".map() of {n} jobs in a fresh process vs raw SendMessageBatch of 10 in one (cloudq / raw)",
+                       f"  {'':58} {'raw/s':>7} {'cloudq/s':>8} {'ratio':>6}  {'CPU ms/job raw, cloudq':>22}"]  # fmt: skip
+        for key, (_, _, label) in windows.items():
+            raw, cq = section[key]["raw"], section[key]["cloudq"]
+            self.lines.append(
+                f"  {label:58} {raw['jobs_per_s']:7.0f} {cq['jobs_per_s']:8.0f} {section[key]['ratio']:6.0%}  {raw['cpu_ms_per_job']:10.3f}, {cq['cpu_ms_per_job']:.3f}"
+            )
+        self.lines.append(f"  first 10 jobs after imports (client, GetQueueUrl, cloudq's lazy imports): raw {first['raw']:.0f} ms, cloudq {first['cloudq']:.0f} ms")
+        if "localstack_cpu_ms_per_job" in section:
+            ls_ms = section["localstack_cpu_ms_per_job"]
+            self.lines.append(f"  LocalStack CPU ms/job over the whole child: raw {ls_ms['raw']:.3f}, cloudq {ls_ms['cloudq']:.3f}")
+        self._goals(section["goals"])
+
+    def startup_phases(self, phases: dict[str, dict[str, float]]) -> None:
+        """Start-up to first job split into phases (:mod:`bench.startup`), median ms per side."""
+        from bench.startup import text
+
+        self.data["startup_phases_ms"] = phases
+        self.lines += ["", *text(phases).splitlines()]
 
     def error(self, section: str, message: str) -> None:
         self.data.setdefault("errors", {})[section] = message

@@ -1,0 +1,39 @@
+"""The app a spawned ``cloudq worker bench.cli_app:app`` runs in the CLI drain bench (:mod:`bench.cli_drain`).
+
+Settings come from ``CLOUDQ_*`` as for any user's worker. The one task is a sync no-op that records when it
+ran (:func:`bench.jobclock.tick`), under the name the raw producer's bodies use.
+
+``BENCH_MIDDLEWARE=1`` installs one no-op ``cloudq.Middleware`` (issue 10: the drain with it should be at
+least 95% of the drain without). Until cloudq has the middleware API this is skipped, and the job clock
+notes ``middleware: false`` so the report says the variant measured nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cloudq
+from bench import jobclock
+
+__all__ = ["app", "noop"]
+
+TASK_NAME = "bench.noop"  # the same as bench.sqs_drain.TASK_NAME, without importing that module here
+
+app = cloudq.App("bench")
+
+
+@app.task(name=TASK_NAME)
+def noop() -> None:
+    jobclock.tick()
+
+
+def _install_middleware() -> bool:
+    middleware = getattr(cloudq, "Middleware", None)
+    if middleware is None or not hasattr(app, "add_middleware"):
+        return False
+    app.add_middleware(middleware())
+    return True
+
+
+if os.environ.get("BENCH_MIDDLEWARE") == "1":
+    jobclock.note("middleware", _install_middleware())
