@@ -34,11 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import tenacity
 
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
 from cloudq.errors import BrokerError, BrokerUnavailable
-from cloudq.transient import transient_retry
+from cloudq.transient import call_retrying
 
 __all__ = ["LocalBroker"]
 
@@ -127,7 +126,7 @@ class LocalBroker:
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tenacity.Retrying(**transient_retry(stop_after_s=_BUSY_TIMEOUT_MS / 1000))(self._prepare_file)
+        call_retrying(self._prepare_file, stop_after_s=_BUSY_TIMEOUT_MS / 1000)
 
     def _prepare_file(self) -> None:
         """WAL mode and the tables, once per file. Processes opening a new file together race for it,

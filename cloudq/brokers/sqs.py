@@ -19,14 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-import tenacity
 
 from cloudq.aws import clients as aws
 from cloudq.aws.errors import translated
 from cloudq.brokers import sqs_requests as rq
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
 from cloudq.errors import BrokerError, ConfigurationError, QueueNotFound
-from cloudq.transient import transient_retry
+from cloudq.transient import acall_retrying, call_retrying
 
 __all__ = ["SqsBroker"]
 
@@ -73,13 +72,13 @@ class SqsBroker:
         if self._client is None:
             with self._client_lock:  # threads mode: concurrent first calls build one client
                 if self._client is None:
-                    self._client = aws.client("sqs", self._settings, max_pool_connections=self._pool, read_timeout_s=_READ_TIMEOUT_S)
+                    self._client = aws.client("sqs", self._settings, max_pool_connections=self._pool, read_timeout_s=_READ_TIMEOUT_S, validate=False)
         return self._client
 
     async def _async_client(self) -> Any:
         if self._aclient is None:
             self._astack = contextlib.AsyncExitStack()
-            factory = aws.aclient("sqs", self._settings, max_pool_connections=self._pool, read_timeout_s=_READ_TIMEOUT_S)
+            factory = aws.aclient("sqs", self._settings, max_pool_connections=self._pool, read_timeout_s=_READ_TIMEOUT_S, validate=False)
             self._aclient = await self._astack.enter_async_context(factory)
         return self._aclient
 
@@ -121,7 +120,7 @@ class SqsBroker:
             url = self.queue_url(queue)
             return [i for op, p in rq.send_requests(queue, url, messages) for i in rq.parse_send(self._call(queue, op, p))]
 
-        return tenacity.Retrying(**transient_retry(stop_after_s=self._send_retry_s))(attempt)
+        return call_retrying(attempt, stop_after_s=self._send_retry_s)
 
     async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         async def attempt() -> list[str]:
@@ -131,7 +130,7 @@ class SqsBroker:
                 ids += rq.parse_send(await self._acall(queue, op, p))
             return ids
 
-        return await tenacity.AsyncRetrying(**transient_retry(stop_after_s=self._send_retry_s))(attempt)
+        return await acall_retrying(attempt, stop_after_s=self._send_retry_s)
 
     # -- consumer ---------------------------------------------------------------------------
     async def receive(

@@ -13,11 +13,10 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import structlog
-import tenacity
 
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
 from cloudq.errors import BrokerError
-from cloudq.transient import transient_retry
+from cloudq.transient import acall_retrying
 
 if TYPE_CHECKING:
     from cloudq.brokers.base import Broker
@@ -83,7 +82,7 @@ class AckBatcher:
             logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
 
         try:
-            await tenacity.AsyncRetrying(**transient_retry(attempts=_ACK_ATTEMPTS, on_retry=retrying))(self._broker.ack, queue, batch)
+            await acall_retrying(lambda: self._broker.ack(queue, batch), attempts=_ACK_ATTEMPTS, on_retry=retrying)
         except BrokerError as exc:
             logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
 

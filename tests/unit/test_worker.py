@@ -308,6 +308,7 @@ async def test_worker_survives_an_unavailable_broker(app: cloudq.App, broker: Me
 
 
 _real_sleep = asyncio.sleep
+_real_transient_retry = __import__("cloudq.transient", fromlist=["transient_retry"]).transient_retry
 
 
 async def _fast_sleep(delay: float, *args: Any) -> Any:
@@ -410,7 +411,8 @@ async def test_deletes_retry_transient_errors_then_give_up_to_the_visibility_tim
 ) -> None:
     from cloudq.runtimes import acks as worker_module
 
-    monkeypatch.setattr(worker_module, "transient_retry", lambda **kw: _no_wait(kw))
+    monkeypatch.setattr("cloudq.transient.transient_retry", lambda **kw: _no_wait(kw))
+    monkeypatch.setattr("cloudq.transient._FIRST_PAUSE_S", 0)
     broker = FlakyAckBroker(failures)
     acks = worker_module.AckBatcher(broker, flush_s=0)
     broker.send("q", [OutgoingMessage("a")])
@@ -429,9 +431,7 @@ async def test_deletes_retry_transient_errors_then_give_up_to_the_visibility_tim
 def _no_wait(kwargs: dict[str, Any]) -> dict[str, Any]:
     import tenacity
 
-    from cloudq.transient import transient_retry
-
-    return {**transient_retry(**kwargs), "wait": tenacity.wait_none()}
+    return {**_real_transient_retry(**kwargs), "wait": tenacity.wait_none()}
 
 
 async def test_memory_broker_reports_the_send_time_through_receives_and_redrives(broker: MemoryBroker, clock: FakeClock) -> None:
