@@ -10,7 +10,6 @@ polling through outages on its own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import threading
@@ -18,18 +17,25 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import structlog
 
 from cloudq.aws import clients as aws
 from cloudq.aws.errors import translated
 from cloudq.brokers import sqs_requests as rq
+from cloudq.brokers.blocking import DaemonThreads
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
 from cloudq.errors import BrokerError, ConfigurationError, QueueNotFound
 from cloudq.transient import acall_retrying, call_retrying
 
 __all__ = ["SqsBroker"]
 
-logger = structlog.get_logger(__name__)
+
+
+def _warn(event: str, **fields: Any) -> None:
+    """Log a warning; structlog is imported only then: a producer's first send must not pay its import
+    (with rich installed, structlog imports it: about 70 ms of a web process's first ``.map()``)."""
+    import structlog
+
+    structlog.get_logger(__name__).warning(event, **fields)
 
 _READ_TIMEOUT_S = 30  # above the 20 s long poll
 _ADMIN_VISIBILITY_S = 15  # how long a peeked or redriven message hides at worst (the CLI dying mid-way)
@@ -46,11 +52,11 @@ _STATS_ATTRIBUTES = [
 class SqsBroker:
     """SQS (or LocalStack) behind both broker protocols (:mod:`cloudq.brokers.base`).
 
-    ``async_io``: how the async methods reach SQS. ``"aioboto3"`` (the default) suits a worker, whose
-    20 s long polls must be cancellable at SIGTERM. ``"threads"`` runs the boto3 client in threads:
-    the Lambda handler uses it inside the Lambda runtime, where it never long-polls and where
-    importing aioboto3/aiohttp and building their client would cost the first failed record of a
-    cold start 100-160 ms (boto3 comes with the runtime anyway).
+    ``async_io``: how the async methods reach SQS. ``"threads"`` (what :class:`cloudq.App` uses) runs
+    the boto3 client on daemon threads (:mod:`cloudq.brokers.blocking`): a long poll cancelled at
+    SIGTERM is abandoned, never waited for, and nothing imports aioboto3/aiohttp, which is 170-250 ms
+    of a worker's start-up and 100-160 ms of a Lambda cold start's first failed record. botocore
+    costs about the same CPU per call either way. ``"aioboto3"`` keeps every call on the event loop.
     """
 
     def __init__(self, settings: Any, *, send_retry_s: float = 30.0, async_io: str = "aioboto3") -> None:
@@ -61,6 +67,7 @@ class SqsBroker:
         self._client_lock = threading.Lock()
         self._urls: dict[str, str] = {settings.queue_name(k): v for k, v in settings.queue_urls.items()}
         self._pool = max(10, settings.concurrency + 4)
+        self._threads = DaemonThreads(self._pool, name="cloudq-sqs")
         self._send_retry_s = send_retry_s
         self._client: Any = None
         self._aclient: Any = None
@@ -91,7 +98,7 @@ class SqsBroker:
 
     async def _acall(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
         if self.async_io == "threads":
-            return await asyncio.to_thread(self._call, queue, op, params)
+            return await self._threads.run(lambda: self._call(queue, op, params))
         self.calls[op] = self.calls.get(op, 0) + 1
         client = await self._async_client()
         with translated("sqs", op, queue):
@@ -153,7 +160,7 @@ class SqsBroker:
         for op, params in build(url):
             failures = rq.parse_batch_result(await self._acall(queue, op, params))
             if failures:
-                logger.warning("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
+                _warn("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
 
     # -- admin ------------------------------------------------------------------------------
     def ensure_queue(self, queue: str, config: QueueConfig) -> None:
@@ -225,7 +232,7 @@ class SqsBroker:
         for op, params in requests:
             failures = rq.parse_batch_result(self._call(queue, op, params))
             if failures:
-                logger.warning("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
+                _warn("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
 
     def move_messages(
         self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None
