@@ -11,6 +11,7 @@ cold start; the broker is created on first use.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -180,9 +181,12 @@ class App:
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            # boto3 on daemon threads for the async paths: no aioboto3/aiohttp import in a worker's
-            # start-up or a Lambda cold start (see cloudq.brokers.sqs.SqsBroker's async_io).
-            self._broker = create_broker(self.settings, sqs_async_io="threads")
+            # Inside the Lambda runtime nothing long-polls: boto3 on daemon threads spares a cold start
+            # the aioboto3/aiohttp import. Elsewhere (a worker) "auto": threads while aioboto3 loads
+            # in the background, then aioboto3, whose calls cost less client CPU per job (bench, cli
+            # section). See cloudq.brokers.sqs.SqsBroker's async_io.
+            async_io = "threads" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "auto"
+            self._broker = create_broker(self.settings, sqs_async_io=async_io)
         return self._broker
 
     def close(self) -> None:

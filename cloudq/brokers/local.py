@@ -22,7 +22,6 @@ created on first use, as in the memory broker; ``retention_s`` is not enforced.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import threading
@@ -30,83 +29,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 
+from cloudq.brokers import local_sql
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
-from cloudq.errors import BrokerError, BrokerUnavailable
 from cloudq.transient import call_retrying
 
 __all__ = ["LocalBroker"]
 
-Row = tuple[Any, ...]
 
 _BUSY_TIMEOUT_MS = 10_000
-_DEDUP_WINDOW_S = 300.0
 _POLL_MIN_S = 0.02
 _POLL_MAX_S = 0.05
-_DEFAULTS = QueueConfig()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queues (
-    name TEXT PRIMARY KEY,
-    visibility_timeout_s INTEGER NOT NULL,
-    dlq TEXT,
-    max_receive_count INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    queue TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    attributes TEXT,
-    group_id TEXT,
-    dedup_id TEXT,
-    visible_at REAL NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT,
-    sent_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at);
-CREATE TABLE IF NOT EXISTS dedup (
-    queue TEXT NOT NULL,
-    dedup_id TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    sent_at REAL NOT NULL,
-    PRIMARY KEY (queue, dedup_id)
-) WITHOUT ROWID;
-"""
-
-_COLUMNS = "id, message_id, body, attributes, group_id, receive_count, sent_at"
-_INSERT = (
-    "INSERT INTO messages (queue, message_id, body, attributes, group_id, dedup_id, visible_at, sent_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_CREATE_QUEUE = "INSERT OR IGNORE INTO queues (name, visibility_timeout_s, dlq, max_receive_count) VALUES (?, ?, ?, ?)"
-# Standard queues: (visible_at, id) follows the index, so LIMIT stops early without a sort.
-_SELECT_STANDARD = (
-    f"SELECT {_COLUMNS} FROM messages WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3"
-)
-# FIFO queues: send order, skipping every group that has a message in flight.
-_SELECT_FIFO = f"""
-SELECT {_COLUMNS} FROM messages
-WHERE queue = ?1 AND visible_at <= ?2 AND COALESCE(group_id, '') NOT IN (
-    SELECT COALESCE(group_id, '') FROM messages WHERE queue = ?1 AND visible_at > ?2 AND receive_count > 0
-)
-ORDER BY id LIMIT ?3
-"""
-_MARK_RECEIVED = "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?, receipt = ? WHERE id = ?"
-_STATS = """
-SELECT (SELECT COUNT(*) FROM queues WHERE name = ?1),
-       COALESCE(SUM(visible_at <= ?2), 0),
-       COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0),
-       COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0)
-FROM messages WHERE queue = ?1
-"""
-
-
 class _ThreadConnection(threading.local):
     """One thread's connection, tagged with the broker generation and process that opened it."""
 
@@ -132,11 +68,11 @@ class LocalBroker:
         """WAL mode and the tables, once per file. Processes opening a new file together race for it,
         and SQLite may answer "database is locked" without waiting for the busy timeout (switching to
         WAL, recovering a WAL index); that is a BrokerUnavailable, retried, never a crash at start."""
-        with _translated():
+        with local_sql.translated():
             db = self._db()
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db.executescript(local_sql.SCHEMA)
 
     async def prepare(self, queues: Sequence[str]) -> None:
         """Nothing to resolve: queues are rows of this file, created on first use."""
@@ -148,12 +84,12 @@ class LocalBroker:
             return []
         with self._write() as db:
             now = self.clock()
-            _create_queue(db, queue)
+            local_sql.create_queue(db, queue)
             if is_fifo(queue):
-                ids, rows = _fifo_rows(db, queue, messages, now)
+                ids, rows = local_sql.fifo_rows(db, queue, messages, now)
             else:
-                ids, rows = _standard_rows(queue, messages, now)
-            db.executemany(_INSERT, rows)
+                ids, rows = local_sql.standard_rows(queue, messages, now)
+            db.executemany(local_sql.INSERT, rows)
         return ids
 
     async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -192,12 +128,12 @@ class LocalBroker:
             return []
         with self._write() as db:
             now = self.clock()
-            config = _queue_config(db, queue)
+            config = local_sql.queue_config(db, queue)
             timeout_s = config.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
-            rows = _candidates(db, queue, config, max_messages, now)
+            rows = local_sql.candidates(db, queue, config, max_messages, now)
             receipts = [f"{row[0]}:{uuid.uuid4().hex}" for row in rows]
-            db.executemany(_MARK_RECEIVED, [(now + timeout_s, r, row[0]) for row, r in zip(rows, receipts)])
-        return [_delivery(queue, row, receipt, row[5] + 1) for row, receipt in zip(rows, receipts)]
+            db.executemany(local_sql.MARK_RECEIVED, [(now + timeout_s, r, row[0]) for row, r in zip(rows, receipts)])
+        return [local_sql.delivery(queue, row, receipt, row[5] + 1) for row, receipt in zip(rows, receipts)]
 
     def _any_visible(self, queue: str) -> bool:
         """A read-only check first, so idle polls never contend for the write lock."""
@@ -208,7 +144,7 @@ class LocalBroker:
         await asyncio.to_thread(self._ack, queue, deliveries)
 
     def _ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        keys = _receipt_keys(queue, deliveries)
+        keys = local_sql.receipt_keys(queue, deliveries)
         if keys:
             with self._write() as db:
                 db.executemany("DELETE FROM messages WHERE id = ? AND queue = ? AND receipt = ?", keys)
@@ -217,12 +153,12 @@ class LocalBroker:
         await asyncio.to_thread(self._change_visibility, queue, deliveries, timeout_s)
 
     def _change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
-        keys = _receipt_keys(queue, deliveries)
+        keys = local_sql.receipt_keys(queue, deliveries)
         if keys:
             with self._write() as db:
                 visible_at = self.clock() + timeout_s
-                sql = "UPDATE messages SET visible_at = ? WHERE id = ? AND queue = ? AND receipt = ?"
-                db.executemany(sql, [(visible_at, *key) for key in keys])
+                update = "UPDATE messages SET visible_at = ? WHERE id = ? AND queue = ? AND receipt = ?"
+                db.executemany(update, [(visible_at, *key) for key in keys])
 
     # -- admin ------------------------------------------------------------------------------
     def ensure_queue(self, queue: str, config: QueueConfig) -> None:
@@ -235,10 +171,10 @@ class LocalBroker:
                 (queue, config.visibility_timeout_s, config.dead_letter_queue, config.max_receive_count),
             )
             if config.dead_letter_queue:
-                _create_queue(db, config.dead_letter_queue)
+                local_sql.create_queue(db, config.dead_letter_queue)
 
     def stats(self, queue: str) -> QueueStats:
-        exists, visible, in_flight, delayed = self._read(_STATS, (queue, self.clock()))[0]
+        exists, visible, in_flight, delayed = self._read(local_sql.STATS, (queue, self.clock()))[0]
         return QueueStats(queue, bool(exists), visible, in_flight, delayed)
 
     def list_queues(self, prefix: str = "") -> list[str]:
@@ -251,8 +187,8 @@ class LocalBroker:
         For the ops CLI: looking into a dead-letter queue must not bump receive counts or hide
         messages from workers. The receipt is empty, so acking a peeked message does nothing.
         """
-        rows = self._read(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? ORDER BY id LIMIT ?", (queue, n))
-        return [_delivery(queue, row, "", row[5]) for row in rows]
+        rows = self._read(f"SELECT {local_sql.COLUMNS} FROM messages WHERE queue = ? ORDER BY id LIMIT ?", (queue, n))
+        return [local_sql.delivery(queue, row, "", row[5]) for row in rows]
 
     def move_messages(
         self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None
@@ -264,7 +200,7 @@ class LocalBroker:
         """
         with self._write() as db:
             now = self.clock()
-            _create_queue(db, destination)
+            local_sql.create_queue(db, destination)
             cursor = db.execute(
                 "UPDATE messages SET queue = ?1, visible_at = ?2, receive_count = 0, receipt = NULL"
                 " WHERE id IN (SELECT id FROM messages WHERE queue = ?3 AND visible_at <= ?2 ORDER BY id LIMIT ?4)",
@@ -312,7 +248,7 @@ class LocalBroker:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A short write transaction; IMMEDIATE takes the write lock up front, so no upgrade deadlocks."""
-        with _translated():
+        with local_sql.translated():
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -323,118 +259,8 @@ class LocalBroker:
                     db.rollback()
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        with _translated():
+    def _read(self, sql: str, params: Sequence[Any]) -> list[local_sql.Row]:
+        with local_sql.translated():
             return self._db().execute(sql, params).fetchall()
 
 
-# -- pure helpers and single statements, shared by the methods above ----------------------------
-@contextmanager
-def _translated() -> Iterator[None]:
-    """SQLite errors become cloudq's broker errors where they enter the library."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            raise BrokerUnavailable(f"local broker is busy: {text}") from exc
-        raise BrokerError(f"local broker failed: {text}") from exc
-    except sqlite3.Error as exc:
-        raise BrokerError(f"local broker failed: {exc}") from exc
-
-
-def _create_queue(db: sqlite3.Connection, queue: str) -> None:
-    """Queues are created on first use with default settings, as in the memory broker."""
-    db.execute(_CREATE_QUEUE, (queue, _DEFAULTS.visibility_timeout_s, None, _DEFAULTS.max_receive_count))
-
-
-def _queue_config(db: sqlite3.Connection, queue: str) -> QueueConfig:
-    sql = "SELECT visibility_timeout_s, dlq, max_receive_count FROM queues WHERE name = ?"
-    row = db.execute(sql, (queue,)).fetchone()
-    if row is None:
-        _create_queue(db, queue)
-        return _DEFAULTS
-    return QueueConfig(visibility_timeout_s=row[0], dead_letter_queue=row[1], max_receive_count=row[2])
-
-
-def _candidates(db: sqlite3.Connection, queue: str, config: QueueConfig, max_messages: int, now: float) -> list[Row]:
-    """Messages to deliver; those a receive would take past ``max_receive_count`` go to the DLQ.
-
-    Redriven rows leave the queue, so each pass either returns or shrinks the problem.
-    """
-    sql = _SELECT_FIFO if is_fifo(queue) else _SELECT_STANDARD
-    dlq = config.dead_letter_queue
-    while True:
-        rows = db.execute(sql, (queue, now, max_messages)).fetchall()
-        spent = [row for row in rows if row[5] >= config.max_receive_count] if dlq else []
-        if not dlq or not spent:
-            return rows
-        _create_queue(db, dlq)
-        db.executemany(
-            "UPDATE messages SET queue = ?, visible_at = ?, receipt = NULL WHERE id = ?",
-            [(dlq, now, row[0]) for row in spent],
-        )
-
-
-def _row(queue: str, m: OutgoingMessage, now: float) -> tuple[str, Row]:
-    message_id = str(uuid.uuid4())
-    attributes = json.dumps(dict(m.attributes)) if m.attributes else None
-    return message_id, (queue, message_id, m.body, attributes, m.group_id, m.dedup_id, now + m.delay_s, now)
-
-
-def _standard_rows(queue: str, messages: Sequence[OutgoingMessage], now: float) -> tuple[list[str], list[Row]]:
-    pairs = [_row(queue, m, now) for m in messages]
-    return [message_id for message_id, _ in pairs], [row for _, row in pairs]
-
-
-def _fifo_rows(
-    db: sqlite3.Connection, queue: str, messages: Sequence[OutgoingMessage], now: float
-) -> tuple[list[str], list[Row]]:
-    """A dedup id seen in the last 5 minutes returns the original message id and enqueues nothing."""
-    db.execute("DELETE FROM dedup WHERE queue = ? AND sent_at <= ?", (queue, now - _DEDUP_WINDOW_S))
-    ids: list[str] = []
-    rows: list[Row] = []
-    fresh: dict[str, str] = {}
-    for m in messages:
-        original = _seen_dedup(db, queue, m.dedup_id, fresh) if m.dedup_id else None
-        if original:
-            ids.append(original)
-            continue
-        message_id, row = _row(queue, m, now)
-        ids.append(message_id)
-        rows.append(row)
-        if m.dedup_id:
-            fresh[m.dedup_id] = message_id
-    db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)", [(queue, k, v, now) for k, v in fresh.items()])
-    return ids, rows
-
-
-def _seen_dedup(db: sqlite3.Connection, queue: str, dedup_id: str, fresh: dict[str, str]) -> str | None:
-    if dedup_id in fresh:
-        return fresh[dedup_id]
-    row = db.execute("SELECT message_id FROM dedup WHERE queue = ? AND dedup_id = ?", (queue, dedup_id)).fetchone()
-    return row[0] if row else None
-
-
-def _receipt_keys(queue: str, deliveries: Sequence[Delivery]) -> list[tuple[int, str, str]]:
-    """(row id, queue, receipt) for each well-formed receipt; the row id makes the lookup a PK hit."""
-    keys = []
-    for d in deliveries:
-        row_id, sep, _ = d.receipt.partition(":")
-        if sep and row_id.isdigit():
-            keys.append((int(row_id), queue, d.receipt))
-    return keys
-
-
-def _delivery(queue: str, row: Row, receipt: str, receive_count: int) -> Delivery:
-    _, message_id, body, attributes, group_id, _, sent_at = row
-    return Delivery(
-        queue=queue,
-        message_id=message_id,
-        receipt=receipt,
-        body=body,
-        receive_count=receive_count,
-        attributes=json.loads(attributes) if attributes else {},
-        sent_at=datetime.fromtimestamp(sent_at, timezone.utc),
-        group_id=group_id,
-    )

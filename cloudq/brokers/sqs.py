@@ -10,7 +10,9 @@ polling through outages on its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import dataclasses
 import threading
 import time
@@ -52,16 +54,20 @@ _STATS_ATTRIBUTES = [
 class SqsBroker:
     """SQS (or LocalStack) behind both broker protocols (:mod:`cloudq.brokers.base`).
 
-    ``async_io``: how the async methods reach SQS. ``"threads"`` (what :class:`cloudq.App` uses) runs
-    the boto3 client on daemon threads (:mod:`cloudq.brokers.blocking`): a long poll cancelled at
-    SIGTERM is abandoned, never waited for, and nothing imports aioboto3/aiohttp, which is 170-250 ms
-    of a worker's start-up and 100-160 ms of a Lambda cold start's first failed record. botocore
-    costs about the same CPU per call either way. ``"aioboto3"`` keeps every call on the event loop.
+    ``async_io``: how the async methods reach SQS. ``"aioboto3"`` (the default; a worker's) keeps
+    every call on the event loop. ``"threads"`` runs the boto3 client on daemon threads
+    (:mod:`cloudq.brokers.blocking`; a long poll cancelled at SIGTERM is abandoned, never waited for):
+    :class:`cloudq.App` picks it inside the Lambda runtime, where importing aioboto3/aiohttp would
+    cost the first failed record of a cold start 100-160 ms. Measured in a worker (bench, cli
+    section), threads start 100-200 ms sooner but cost about 0.1 ms more client CPU per job (GIL
+    hand-offs). ``"auto"`` (what :class:`cloudq.App` uses elsewhere) has both: its first calls go
+    through threads while aioboto3 is imported and its client built in the background, and every
+    call after that is on the loop.
     """
 
     def __init__(self, settings: Any, *, send_retry_s: float = 30.0, async_io: str = "aioboto3") -> None:
-        if async_io not in ("aioboto3", "threads"):
-            raise ConfigurationError(f"async_io must be 'aioboto3' or 'threads', got {async_io!r}")
+        if async_io not in ("aioboto3", "threads", "auto"):
+            raise ConfigurationError(f"async_io must be 'aioboto3', 'threads' or 'auto', got {async_io!r}")
         self.async_io = async_io
         self._settings = settings
         self._client_lock = threading.Lock()
@@ -72,6 +78,7 @@ class SqsBroker:
         self._client: Any = None
         self._aclient: Any = None
         self._astack: contextlib.AsyncExitStack | None = None
+        self._warming: asyncio.Task[None] | None = None
         self.calls: dict[str, int] = {}
 
     # -- clients ----------------------------------------------------------------------------
@@ -89,6 +96,15 @@ class SqsBroker:
             self._aclient = await self._astack.enter_async_context(factory)
         return self._aclient
 
+    async def _warm_async_client(self) -> None:
+        """``auto``: import aioboto3 off the loop, then build its client; calls switch over once it is ready."""
+        try:
+            await asyncio.to_thread(importlib.import_module, "aioboto3")
+            await self._async_client()
+        except Exception as exc:  # noqa: BLE001 - threads keep serving; nothing is lost
+            _warn("sqs.async_client_unavailable", error=f"{type(exc).__name__}: {exc}")
+            self.async_io = "threads"
+
     # -- the two I/O primitives --------------------------------------------------------------
     def _call(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
         self.calls[op] = self.calls.get(op, 0) + 1
@@ -97,7 +113,9 @@ class SqsBroker:
             return getattr(client, op)(**params)  # type: ignore[no-any-return]
 
     async def _acall(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
-        if self.async_io == "threads":
+        if self.async_io == "threads" or (self.async_io == "auto" and self._aclient is None):
+            if self.async_io == "auto" and self._warming is None:
+                self._warming = asyncio.ensure_future(self._warm_async_client())
             return await self._threads.run(lambda: self._call(queue, op, params))
         self.calls[op] = self.calls.get(op, 0) + 1
         client = await self._async_client()
@@ -305,6 +323,10 @@ class SqsBroker:
             self._client = None
 
     async def aclose(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)
+            self._warming = None
         if self._astack is not None:
             await self._astack.aclose()
             self._astack = None

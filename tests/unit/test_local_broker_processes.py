@@ -161,9 +161,9 @@ def test_a_locked_answer_while_opening_is_retried(tmp_path: Path, monkeypatch: p
     def locked_once(self: LocalBroker) -> None:
         attempts.append(1)
         if len(attempts) == 1:
-            from cloudq.brokers.local import _translated
+            from cloudq.brokers.local_sql import translated
 
-            with _translated():
+            with translated():
                 raise sqlite3.OperationalError("database is locked")
         real(self)
 
