@@ -87,7 +87,7 @@ def run_cli(args: argparse.Namespace, report: Report, endpoint: str, log: LocalS
     client = sqs_client(endpoint, pool=10)
     queues = QueueFactory(client, unique_name("cli").removeprefix("cli-"))
     cli = CliBench(endpoint, client, queues, log, timeout_s=min(180.0, deadline.remaining()))
-    sides: tuple[str, ...] = ("raw", "cloudq")
+    sides: tuple[str, ...] = ("raw", "cloudq", "cloudq-core")
     if args.middleware == "auto" and middleware_available():
         sides += ("cloudq+mw",)
     try:

@@ -8,6 +8,8 @@ untimed), then spawns one consumer and waits for it to exit:
   ``CLOUDQ_ENDPOINT_URL``, ``CLOUDQ_QUEUE_PREFIX`` and ``CLOUDQ_LOG_LEVEL=WARNING``;
 - raw: ``python -m bench.raw_consumer QUEUE N`` (:mod:`bench.raw_consumer`);
 - cloudq+mw (only once cloudq has ``Middleware``): the cloudq command with ``BENCH_MIDDLEWARE=1``.
+- cloudq-core: the cloudq command with rich hidden (``bench/core_deps/sitecustomize.py``), as the Docker image
+  runs it: structlog imports rich whenever it is installed, and the bench's venv has the demo extra.
 
 Each job calls :func:`bench.jobclock.tick`, which keeps its timestamp in memory and writes them all at the
 N-th job. From those: start-up (spawn to first job), steady-state drain rate (first to last job), CPU per
@@ -133,6 +135,9 @@ class CliBench:
                 command = [*_cloudq_command(), "worker", "bench.cli_app:app", "-q", LOGICAL_QUEUE, "-c", str(concurrency), "--max-tasks", str(n)]
                 if side == "cloudq+mw":
                     env["BENCH_MIDDLEWARE"] = "1"
+                if side == "cloudq-core":  # as in the Docker image: core dependencies only, so no rich
+                    env["BENCH_HIDE"] = "rich"
+                    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench" / "core_deps"), _child_env({})["PYTHONPATH"]])
             mark, ls_cpu = self.log.mark(), self.log.cpu_s()
             spawned, usage, exited, output = self._spawn(command, env, Path(tmp) / "output.txt")
             ls_after = self.log.cpu_s()

@@ -114,9 +114,11 @@ class SqsBroker:
 
     async def _acall(self, queue: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
         if self.async_io == "threads" or (self.async_io == "auto" and self._aclient is None):
-            if self.async_io == "auto" and self._warming is None:
+            result = await self._threads.run(lambda: self._call(queue, op, params))
+            if self.async_io == "auto" and self._warming is None and op == "receive_message":
+                # After the first receive, not before: the import would hold the GIL the first job needs.
                 self._warming = asyncio.ensure_future(self._warm_async_client())
-            return await self._threads.run(lambda: self._call(queue, op, params))
+            return result
         self.calls[op] = self.calls.get(op, 0) + 1
         client = await self._async_client()
         with translated("sqs", op, queue):
