@@ -26,7 +26,7 @@ export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
 .PHONY: help venv demo test test-unit test-integration bench localstack-up localstack-down localstack-status
 
 help:
-	@echo "make venv              create .venv and pip install -e '.[dev,bench,demo]'"
+	@echo "make venv              create .venv and pip install -e '.[bench,demo]' --group dev"
 	@echo "make demo              run 'cloudq demo'"
 	@echo "make test              all tests, against a LocalStack started on port $(LOCALSTACK_TEST_PORT) and stopped after"
 	@echo "make test-unit         unit tests only (no LocalStack)"
@@ -36,14 +36,21 @@ help:
 
 venv: $(VENV_STAMP)
 
+# The development tools are the `dev` dependency group (PEP 735), not an extra: `pip install --group` needs
+# pip >= 25.1, so the venv's pip is upgraded first (a venv made by Python 3.11 or 3.12 starts with an older one).
 $(VENV_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "cloudq needs Python >= 3.10; try make PYTHON=python3.11")'
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench,demo]'
-	touch $@
+	@test -x $(VENV)/bin/python || { echo "==> creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> upgrading pip in $(VENV) (dependency groups need pip >= 25.1)"
+	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1'
+	@echo "==> installing cloudq (editable) with the bench and demo extras and the dev group; a minute or two the first time"
+	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench,demo]' --group dev
+	@echo "==> $(VENV) is ready: cloudq $$($(VENV)/bin/python -c 'import cloudq; print(cloudq.__version__)')"
+	@touch $@
 
 demo: venv
-	$(VENV)/bin/cloudq demo
+	@echo "==> cloudq demo: the example app's jobs through a worker on the embedded local broker (no AWS)"
+	@$(VENV)/bin/cloudq demo
 
 test: venv
 	bash scripts/test.sh

@@ -11,9 +11,10 @@ Public API only; everything else lives in private-by-convention modules::
     send_welcome_email.delay("a@b.c")
 
 The exceptions are imported with the package; every other name loads its module on first access
-(PEP 562), so ``import cloudq`` costs a Lambda cold start almost nothing. An app built without
-explicit settings reads ``CLOUDQ_*`` without pydantic (:mod:`cloudq.settings_env`); pydantic-settings
-loads with ``cloudq.Settings``, and boto3/aioboto3 only when the SQS broker is created.
+(PEP 562), ``__version__`` included (the installed metadata's, via :mod:`importlib.metadata`), so
+``import cloudq`` costs a Lambda cold start almost nothing. An app built without explicit settings
+reads ``CLOUDQ_*`` without pydantic (:mod:`cloudq.settings_env`); pydantic-settings loads with
+``cloudq.Settings``, and boto3/aioboto3 only when the SQS broker is created.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from cloudq.settings import Settings
     from cloudq.tasks import Task
 
-__version__ = "0.1.0"
+    __version__: str
 
 __all__ = [
     "App",
@@ -89,11 +90,25 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name not in _LAZY:
         raise AttributeError(f"module 'cloudq' has no attribute {name!r}")
     # __import__, the import statement's own path: -X importtime does not see importlib.import_module
     value = getattr(__import__(_LAZY[name], fromlist=[name]), name)
     globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is the one place it is written."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("cloudq")
+    except PackageNotFoundError:  # a source tree on sys.path, never installed
+        value = "0+unknown"
+    globals()["__version__"] = value
     return value
 
 

@@ -72,6 +72,21 @@ def test_import_cloudq_loads_neither_aws_sdks_nor_pydantic_nor_rich(tmp_path: Pa
     assert loaded.isdisjoint({*SQS_STACK, "pydantic", "pydantic_settings", "structlog", "rich"}), loaded
 
 
+def test_version_is_the_installed_metadata_read_on_first_access(tmp_path: Path) -> None:
+    """``cloudq.__version__`` is the installed distribution's (pyproject.toml's, the one place it is written),
+    and ``import cloudq`` alone does not load importlib.metadata to get it."""
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+    [written] = re.findall(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    statement = f"""
+import sys
+import cloudq
+assert "importlib.metadata" not in sys.modules
+assert cloudq.__version__ == {written!r}, cloudq.__version__
+assert "importlib.metadata" in sys.modules and cloudq.__version__ is cloudq.__dict__["__version__"]
+"""
+    probe(statement, tmp_path)
+
+
 def test_public_names_load_their_modules_on_first_access(tmp_path: Path) -> None:
     """``cloudq.Settings`` brings in pydantic-settings then, and every name in ``__all__`` resolves."""
     report = probe("import cloudq\ncloudq.Settings\nfor name in cloudq.__all__: getattr(cloudq, name)", tmp_path)

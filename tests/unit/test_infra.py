@@ -74,8 +74,8 @@ def cfn_lint(text: str) -> list[str]:
         from cfnlint.api import lint
     except ImportError:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail("cfn-lint is not installed (pip install -e '.[dev]')", pytrace=False)
-        pytest.skip("cfn-lint is not installed (pip install -e '.[dev]')")
+            pytest.fail("cfn-lint is not installed (make venv, or pip install --group dev)", pytrace=False)
+        pytest.skip("cfn-lint is not installed (make venv, or pip install --group dev)")
     return [f"{m.rule.id} {m.rule.severity}: {m.message} ({'/'.join(map(str, m.path))})" for m in lint(text, regions=["us-east-1"])]
 
 

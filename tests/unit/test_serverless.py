@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # PyYAML, a dependency of cfn-lint (the dev extra)
+import yaml  # PyYAML, a dependency of cfn-lint (the dev group)
 
 import cloudq
 from cloudq.examples import shop
