@@ -7,10 +7,12 @@ committed and checked for staleness.
 What the template holds, and the rules behind it:
 
 * Per logical queue (:func:`cloudq.queues.plan_queues`, shared with ``cloudq queues ensure``): the queue and
-  its dead-letter queue, SSE-SQS encryption, 14 days' retention, a RedrivePolicy with the plan's
-  maxReceiveCount, and ``VisibilityTimeout = max(CLOUDQ_VISIBILITY_TIMEOUT_S, ceil(slowest task timeout x
-  1.2))``, at most 43200 (:func:`cloudq.queues.queue_visibility_timeout_s`). ``.fifo`` queues get FIFO
-  dead-letter queues.
+  its dead-letter queue, SSE-SQS encryption, 14 days' retention (the DLQ always SQS's maximum, 14 days), a
+  RedrivePolicy with the plan's maxReceiveCount, and ``VisibilityTimeout = max(CLOUDQ_VISIBILITY_TIMEOUT_S,
+  ceil(slowest task timeout x 1.2))``, at most 43200 (:func:`cloudq.queues.queue_visibility_timeout_s`).
+  ``.fifo`` queues get FIFO dead-letter queues. Queues and DLQs are retained (``DeletionPolicy`` and
+  ``UpdateReplacePolicy``: Retain): deleting the stack, or an update that would replace a queue, never
+  deletes jobs.
 * Queue names are baked in from the settings (``CLOUDQ_QUEUE_PREFIX``), because the app finds its queues by
   those names: render once per environment, with that environment's prefix.
 * Per queue, two alarms: its DLQ holds any message, and its oldest message is older than the
@@ -51,7 +53,9 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.schedules.periodic import PeriodicSpec
 
-__all__ = ["DEFAULT_BACKLOG_AGE_S", "Format", "logical_ids", "render", "render_serverless", "render_template", "to_json"]
+__all__ = [
+    "DEFAULT_BACKLOG_AGE_S", "SQS_MAX_RETENTION_S", "Format", "logical_ids", "render", "render_serverless", "render_template", "retained", "to_json",
+]  # fmt: skip
 
 Format = Literal["cloudformation", "serverless"]
 DEFAULT_BACKLOG_AGE_S = 300
@@ -59,6 +63,7 @@ _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 _ALARM_TOPIC = "AlarmTopicArn"
 _AGE_THRESHOLD = "BacklogAgeAlarmThresholdSeconds"
 _HAS_ALARM_TOPIC = "HasAlarmTopic"
+SQS_MAX_RETENTION_S = 1_209_600  # 14 days, SQS's MessageRetentionPeriod maximum
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -123,13 +128,19 @@ def queue_properties(
     return props
 
 
+def retained(resource: dict[str, Any]) -> dict[str, Any]:
+    """A stateful resource that outlives its stack: deleting the stack, or a replacing update, keeps it (and its jobs)."""
+    return {**resource, "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+
+
 def _queue_resources(resources: _Resources, plan: QueuePlan, qid: str, tags: list[dict[str, str]]) -> None:
-    """The queue (with its RedrivePolicy) and its DLQ; a DLQ keeps the source's visibility and retention."""
+    """The queue (with its RedrivePolicy) and its DLQ, both retained. The DLQ keeps the source's visibility and
+    SQS's longest retention: a dead letter's age counts from its first enqueue, not from when it was moved."""
     dlq_id = f"{qid}DeadLetterQueue"
-    dlq = queue_properties(plan.dead_letter_queue, QueueConfig(plan.config.visibility_timeout_s, retention_s=plan.config.retention_s), tags=tags)
+    dlq = queue_properties(plan.dead_letter_queue, QueueConfig(plan.config.visibility_timeout_s, retention_s=SQS_MAX_RETENTION_S), tags=tags)
     queue = queue_properties(plan.physical, plan.config, dlq_arn=get_att(dlq_id, "Arn"), tags=tags)
-    resources.add(f"{qid}Queue", {"Type": "AWS::SQS::Queue", "Properties": queue})
-    resources.add(dlq_id, {"Type": "AWS::SQS::Queue", "Properties": dlq})
+    resources.add(f"{qid}Queue", retained({"Type": "AWS::SQS::Queue", "Properties": queue}))
+    resources.add(dlq_id, retained({"Type": "AWS::SQS::Queue", "Properties": dlq}))
 
 
 def _alarm(name: str, description: str, queue_id: str, metric: str, threshold: Any, periods: int, knobs: _Knobs) -> dict[str, Any]:

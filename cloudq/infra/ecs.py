@@ -59,7 +59,8 @@ def _not_empty(value: Any) -> dict[str, Any]:
 def ecs_section(app: App, app_spec: str, queue_ids: list[str]) -> EcsSection:
     """Parameters, conditions, resources and outputs of the optional worker service."""
     resources = {
-        "WorkerLogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": 30}},
+        # retained like the queues: the worker's logs outlive the stack (an incident is often why it is deleted)
+        "WorkerLogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": 30}, "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"},
         "WorkerExecutionRole": _role("pull the worker image and write its logs", [
             {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"}
         ]),  # fmt: skip

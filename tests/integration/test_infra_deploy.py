@@ -61,7 +61,8 @@ Stack = tuple[cloudq.App, dict[str, str]]
 
 @pytest.fixture
 def stack(make_settings: Callable[..., cloudq.Settings], unique_name: Callable[..., str], aws: Callable[[str], Any]) -> Iterator[Stack]:
-    """The app's rendered template deployed as a stack (its own queue prefix); deleted afterwards."""
+    """The app's rendered template deployed as a stack (its own queue prefix); deleted afterwards, with the
+    queues the stack retains."""
     app = build_app(make_settings(max_retries=1))
     cloudformation = aws("cloudformation")
     name = unique_name("cloudq-infra")
@@ -73,6 +74,13 @@ def stack(make_settings: Callable[..., cloudq.Settings], unique_name: Callable[.
     finally:
         cloudformation.delete_stack(StackName=name)
         cloudformation.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+        delete_queues(aws("sqs"), app.settings.queue_prefix)
+
+
+def delete_queues(sqs: Any, prefix: str) -> None:
+    """The queues a deleted stack left behind on purpose (DeletionPolicy: Retain)."""
+    for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
+        sqs.delete_queue(QueueUrl=url)
 
 
 def test_stack_creates_queues_alarms_rule_and_policies(stack: Stack, aws: Callable[[str], Any]) -> None:
@@ -120,3 +128,31 @@ async def test_worker_runs_jobs_through_the_stack_queues(stack: Stack, sqs_clien
     attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
     assert json.loads(dead["Body"])["task"] == "it.refund"
     assert attributes["cloudq-reason"] == "rejected" and attributes["cloudq-error"] == "order o-42: refund window closed"
+
+
+def test_deleting_the_stack_keeps_its_queues_and_their_jobs(
+    make_settings: Callable[..., cloudq.Settings], unique_name: Callable[..., str], aws: Callable[[str], Any]
+) -> None:
+    """Queues and DLQs are retained (DeletionPolicy: Retain): once the stack is deleted they still exist, jobs and all."""
+    app = cloudq.App("infra-retain", settings=make_settings())
+
+    @app.task(name="it.keep", queue="keep")
+    def keep(n: int) -> None: ...
+
+    cloudformation, sqs = aws("cloudformation"), aws("sqs")
+    name = unique_name("cloudq-retain")
+    cloudformation.create_stack(StackName=name, TemplateBody=render(app, APP_SPEC), Capabilities=["CAPABILITY_IAM"])
+    try:
+        cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+        ref = keep.delay(7)
+    finally:
+        app.close()
+        cloudformation.delete_stack(StackName=name)
+        cloudformation.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    try:
+        url = sqs.get_queue_url(QueueName=app.settings.queue_name("keep"))["QueueUrl"]
+        sqs.get_queue_url(QueueName=app.settings.dlq_name("keep"))  # raises QueueDoesNotExist if it went with the stack
+        [kept] = receive_all(sqs, url, 1)
+        assert json.loads(kept["Body"])["id"] == ref.id
+    finally:
+        delete_queues(sqs, app.settings.queue_prefix)

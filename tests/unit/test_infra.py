@@ -15,7 +15,7 @@ from cloudq.brokers.sqs_requests import ensure_queue_attributes
 from cloudq.cli import main
 from cloudq.errors import ConfigurationError
 from cloudq.examples import shop
-from cloudq.infra.cloudformation import logical_ids, queue_properties, render, render_serverless, render_template, to_json
+from cloudq.infra.cloudformation import SQS_MAX_RETENTION_S, logical_ids, queue_properties, render, render_serverless, render_template, to_json
 from cloudq.infra.ecs import ENABLE_ECS
 from cloudq.queues import plan_queues, queue_visibility_timeout_s
 
@@ -76,7 +76,8 @@ def cfn_lint(text: str) -> list[str]:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail("cfn-lint is not installed (make venv, or pip install --group dev)", pytrace=False)
         pytest.skip("cfn-lint is not installed (make venv, or pip install --group dev)")
-    return [f"{m.rule.id} {m.rule.severity}: {m.message} ({'/'.join(map(str, m.path))})" for m in lint(text, regions=["us-east-1"])]
+    config = {"regions": ["us-east-1"], "include_checks": ["I"]}  # informational checks too (I3011: stateful resources)
+    return [f"{m.rule.id} {m.rule.severity}: {m.message} ({'/'.join(map(str, m.path))})" for m in lint(text, config=config)]  # type: ignore[arg-type]
 
 
 # -- the committed template -----------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def test_cli_writes_the_committed_template(shop_app: cloudq.App, tmp_path: Path,
 
 
 def test_committed_template_passes_cfn_lint() -> None:
-    """cfn-lint reports nothing at all (no errors, no warnings) on the committed template."""
+    """cfn-lint reports nothing at all (no errors, warnings or informational findings) on the committed template."""
     assert cfn_lint(COMMITTED.read_text(encoding="utf-8")) == []
 
 
@@ -162,6 +163,23 @@ def test_queues_follow_the_plan(app: cloudq.App) -> None:
     assert sorted(resources_of(template, "AWS::SQS::Queue")) == [
         "DefaultDeadLetterQueue", "DefaultQueue", "LedgerFifoDeadLetterQueue", "LedgerFifoQueue", "ReportsDeadLetterQueue", "ReportsQueue",
     ]  # fmt: skip
+
+
+def test_stateful_resources_are_retained(app: cloudq.App, shop_app: cloudq.App) -> None:
+    """Queues, DLQs and the worker's log group survive a stack deletion or a replacing update; nothing else is kept."""
+    stateful = {"AWS::SQS::Queue", "AWS::Logs::LogGroup"}
+    for template in (render_template(app, "x:app"), render_template(shop_app, SHOP_SPEC), render_serverless(app)["resources"]):
+        for logical_id, resource in template["Resources"].items():
+            policies = (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy"))
+            assert policies == (("Retain", "Retain") if resource["Type"] in stateful else (None, None)), logical_id
+    assert render_template(shop_app, SHOP_SPEC)["Resources"]["WorkerLogGroup"]["DeletionPolicy"] == "Retain"
+
+
+def test_dead_letter_queues_keep_messages_as_long_as_sqs_allows(app: cloudq.App) -> None:
+    """Every DLQ retains for 14 days (1209600 s, SQS's maximum): a dead letter's age counts from its first enqueue."""
+    resources = render_template(app, "x:app")["Resources"]
+    dlqs = [r["Properties"] for k, r in resources.items() if k.endswith("DeadLetterQueue")]
+    assert len(dlqs) == 3 and all(dlq["MessageRetentionPeriod"] == SQS_MAX_RETENTION_S == 1_209_600 for dlq in dlqs)
 
 
 def test_fifo_queue_has_a_fifo_dlq_and_content_dedup_for_eventbridge(app: cloudq.App) -> None:
