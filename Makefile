@@ -20,10 +20,12 @@ LOCALSTACK_BENCH_PORT ?= 4568
 LOCALSTACK_PORT ?= 4566
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+LAMBDA_BUILD := .build/lambda
+LAMBDA_ZIP := .build/shop-lambda.zip
 # Exported rather than pasted into the command line, so that quotes inside them survive intact.
 export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
 
-.PHONY: help venv demo test test-unit test-integration bench localstack-up localstack-down localstack-status
+.PHONY: help venv demo test test-unit test-integration bench lock lambda-package localstack-up localstack-down localstack-status
 
 help:
 	@echo "make venv              create .venv and pip install -e '.[bench,demo]' --group dev"
@@ -32,6 +34,8 @@ help:
 	@echo "make test-unit         unit tests only (no LocalStack)"
 	@echo "make test-integration  integration tests only, with LocalStack like 'make test'"
 	@echo "make bench             benchmarks, against a LocalStack on port $(LOCALSTACK_BENCH_PORT)"
+	@echo "make lock              re-pin requirements/runtime.txt and lambda.txt (Docker image, Lambda package) from pyproject.toml"
+	@echo "make lambda-package    build $(LAMBDA_ZIP), the example's Lambda package (serverless.yml), without aioboto3/aiohttp"
 	@echo "make localstack-up     start LocalStack on port $(LOCALSTACK_PORT) for development (localstack-down stops it)"
 
 venv: $(VENV_STAMP)
@@ -63,6 +67,21 @@ test-integration: venv
 
 bench: venv
 	bash scripts/bench.sh
+
+lock: venv
+	$(VENV)/bin/python scripts/lock.py
+
+# Linux x86_64 wheels for the python3.12 runtime, whatever this machine is; cloudq's own dependencies come from
+# requirements/lambda.txt (--no-deps), which leaves out aioboto3, aiobotocore and aiohttp: the Lambda path never
+# imports them. No .pyc files: ones compiled here would be for this interpreter, not the runtime's.
+lambda-package: venv
+	@echo "==> $(LAMBDA_BUILD): cloudq and requirements/lambda.txt as Linux x86_64 wheels for Python 3.12"
+	@rm -rf $(LAMBDA_BUILD) $(LAMBDA_ZIP)
+	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --target $(LAMBDA_BUILD) --no-deps --no-compile \
+		--platform manylinux2014_x86_64 --implementation cp --python-version 3.12 --only-binary=:all: -r requirements/lambda.txt .
+	@rm -rf $(LAMBDA_BUILD)/bin
+	@cd $(LAMBDA_BUILD) && ../../$(VENV)/bin/python -m zipfile -c ../$(notdir $(LAMBDA_ZIP)) *
+	@echo "==> $(LAMBDA_ZIP): $$(du -sh --apparent-size $(LAMBDA_BUILD) | cut -f1) unzipped, $$(du -h --apparent-size $(LAMBDA_ZIP) | cut -f1) zipped"
 
 localstack-up:
 	bash localstack/run.sh start $(LOCALSTACK_PORT)

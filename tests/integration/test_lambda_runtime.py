@@ -1,7 +1,9 @@
 """Inside the Lambda runtime the handler settles records through boto3 in threads, without aioboto3.
 
 A fresh interpreter plays the function: AWS_LAMBDA_FUNCTION_NAME set, the example app's handler,
-records received from LocalStack. What it must not do on its cold path is import aioboto3/aiohttp.
+records received from LocalStack. What it must not do on its cold path is import aioboto3/aiohttp; and
+what the Lambda package leaves out (requirements/lambda.txt: no aioboto3, aiobotocore, aiohttp) it must
+not need, even for a task that enqueues with ``.adelay``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 import cloudq
 from cloudq.queues import plan_queues
+from tests.lambda_package import guard
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +70,51 @@ def test_records_settle_through_boto3_threads_inside_the_lambda_runtime(localsta
     url = sqs_client.get_queue_url(QueueName=f"{prefix}default")["QueueUrl"]
     back = sqs_client.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=10)["Messages"]
     assert [(m["MessageId"], m["Attributes"]["ApproximateReceiveCount"]) for m in back] == [(retried.message_id, "2")]
+
+
+# An app of the function's own, whose async task enqueues a follow-up job with .adelay.
+FAN_OUT = """
+import json, sys
+import cloudq
+from cloudq.runtimes.lambda_local import sqs_record
+
+app = cloudq.App("fan-out")
+
+@app.task(name="it.follow_up")
+def follow_up(n: int) -> None: ...
+
+@app.task(name="it.fan_out")
+async def fan_out(n: int) -> None:
+    await follow_up.adelay(n + 1)
+
+handler = app.lambda_handler
+deliveries = handler.run(app.broker.receive(app.settings.queue_name("default"), max_messages=10, wait_s=5))
+result = handler({"Records": [sqs_record(d, region="us-east-1") for d in deliveries]}, None)
+print(json.dumps({"result": result, "received": len(deliveries), "async_io": app.broker.async_io}))
+"""
+
+
+def test_adelay_from_a_task_works_without_the_async_stack_installed(localstack_endpoint: str, prefix: str, sqs_client: Any) -> None:
+    """With only the Lambda package importable (no aioboto3, aiobotocore or aiohttp), a task's `.adelay` enqueues
+    through boto3 on threads: the job is acknowledged and its follow-up job waits in the queue."""
+    settings = cloudq.Settings(broker="sqs", endpoint_url=localstack_endpoint, region="us-east-1", queue_prefix=prefix)
+    producer = cloudq.App("fan-out", settings=settings)
+    sqs_client.create_queue(QueueName=f"{prefix}default")
+    job = producer.enqueue("it.fan_out", 41)
+    producer.close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
+    env.update(
+        AWS_LAMBDA_FUNCTION_NAME="fan-out", CLOUDQ_BROKER="sqs", CLOUDQ_ENDPOINT_URL=localstack_endpoint,
+        CLOUDQ_REGION="us-east-1", CLOUDQ_QUEUE_PREFIX=prefix, CLOUDQ_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", guard() + FAN_OUT], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "async_client_unavailable" not in run.stderr  # never even tried to build an aioboto3 client
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert report == {"result": {"batchItemFailures": []}, "received": 1, "async_io": "threads"}
+    url = sqs_client.get_queue_url(QueueName=f"{prefix}default")["QueueUrl"]
+    [follow_up] = sqs_client.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
+    envelope = json.loads(follow_up["Body"])
+    assert (envelope["task"], envelope["args"]) == ("it.follow_up", [42]) and envelope["id"] != job.id

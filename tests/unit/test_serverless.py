@@ -181,6 +181,19 @@ print("RESULT", json.dumps(handler({{"Records": [record]}}, None)))
     assert '"task": "reports.hourly_revenue"' in result.stdout and '"event": "job.succeeded"' in result.stdout
 
 
+def test_the_artifact_is_what_make_lambda_package_builds_from_the_lambda_lock(config: dict[str, Any]) -> None:
+    """package.artifact is the zip `make lambda-package` writes, from requirements/lambda.txt with --no-deps (so no
+    aioboto3/aiobotocore/aiohttp), as Linux wheels for the function's runtime."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert f"LAMBDA_ZIP := {config['package']['artifact']}" in makefile
+    recipe = makefile.split("\nlambda-package:", 1)[1].split("\n\n", 1)[0]
+    assert "-r requirements/lambda.txt ." in recipe and "--no-deps" in recipe and "--only-binary=:all:" in recipe
+    runtime = config["provider"]["runtime"].removeprefix("python")
+    assert f"--python-version {runtime}" in recipe and "--platform manylinux2014_x86_64" in recipe
+    assert config["provider"]["architecture"] == "x86_64"
+    assert "make lambda-package" in SERVERLESS.read_text(encoding="utf-8")
+
+
 # -- the queues and the schedules ---------------------------------------------------------------------------------
 def test_every_queue_has_its_dlq_and_redrive_policy(shop_app: cloudq.App, resources: dict[str, dict[str, Any]]) -> None:
     """Each logical queue is a queue named with the prefix, redriving to its own DLQ after the plan's receive count."""
