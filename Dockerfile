@@ -3,27 +3,45 @@
 #   docker build -t cloudq-worker .
 #   docker run -e CLOUDQ_APP=cloudq.examples.shop:app -e AWS_REGION=eu-west-1 cloudq-worker [-q billing]
 #
-# Your own app: build FROM this image, COPY your package in, set CLOUDQ_APP=yourpkg.tasks:app.
+# Your own app: build FROM this image, COPY your package into /app, set CLOUDQ_APP=yourpkg.tasks:app.
+#
+# Two stages: the first builds a virtualenv in /opt/cloudq from the exact pins of requirements/runtime.txt
+# (written by `make lock` for CPython 3.12 on Linux) and then cloudq itself; the second copies that venv onto a
+# clean base, with no build context, pip cache or source tree. The base image is an exact release (Python
+# 3.12.13 on Debian 13), the same Python minor the lock is resolved for; bump both together. .dockerignore sends
+# only what the build copies.
 
-FROM python:3.12-slim
+FROM python:3.12.13-slim-trixie AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_REQUIRE_VIRTUALENV=1
+
+RUN python -m venv /opt/cloudq
+ENV PATH=/opt/cloudq/bin:$PATH
+WORKDIR /src
+
+# Dependencies get a layer of their own, rebuilt only when the lock changes, not on every code change.
+# --no-deps: exactly the pinned set, nothing resolved at build time (pip check below proves it is complete).
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --no-deps --requirement requirements/runtime.txt
+
+COPY pyproject.toml README.md LICENSE ./
+COPY cloudq ./cloudq
+RUN pip install --no-deps . \
+    && pip check
+
+
+FROM python:3.12.13-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PATH=/opt/cloudq/bin:$PATH
 
+COPY --from=build /opt/cloudq /opt/cloudq
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin cloudq
+# `cloudq worker` imports CLOUDQ_APP with the working directory on sys.path: COPY your package here.
 WORKDIR /app
-
-# Dependencies get a layer of their own, rebuilt only when pyproject.toml changes, not on every code change.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
-
-COPY README.md ./
-COPY cloudq ./cloudq
-RUN pip install --no-deps . \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin cloudq
 
 # A non-root user; the worker writes only its heartbeat (and, with CLOUDQ_BROKER=local, its SQLite file) under /tmp.
 USER 10001
