@@ -6,8 +6,6 @@ Each case was a traceback, a misleading message or a silent success before (issu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,31 +17,15 @@ import cloudq
 from cloudq.aws import clients
 from cloudq.cli import build_parser, main
 from cloudq.cli import jobs as cli_jobs
+from cloudq.examples import shop
 from cloudq.cli import runtimes as cli_runtimes
 from cloudq.cli.loading import warn_if_default_region
+from tests.unit.cli_env import APP, local, run_cli  # noqa: F401 - local is a fixture
 
 pytestmark = pytest.mark.unit
 
-APP = "cloudq.examples.shop:app"
 TASK = "cloudq.examples.shop.send_welcome_email"
 USAGE = "usage: cloudq enqueue [APP] TASK [--args JSON] [--kwargs JSON] [--delay SECONDS] [--queue QUEUE] [--allow-unknown]"
-
-
-@pytest.fixture
-def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh local broker file and a working directory of the test's own, with no CLOUDQ_* from outside."""
-    for name in [n for n in os.environ if n.startswith("CLOUDQ_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("CLOUDQ_LOCAL_PATH", str(tmp_path / "q.db"))
-    return tmp_path
-
-
-def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m cloudq`` as a user runs it, with only the CLOUDQ_* variables given here."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
-    return subprocess.run([sys.executable, "-m", "cloudq", *args], cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=60)
 
 
 def parse_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -81,7 +63,7 @@ def test_enqueue_refuses_an_unknown_task_naming_close_matches(local: Path, capsy
     )
     assert main(["enqueue", APP, "no.such.task"]) == 2
     assert "did you mean" not in capsys.readouterr().err
-    assert not (local / "q.db").exists() or cloudq.App("shop").broker.stats("default").visible == 0
+    assert not (local / "q.db").exists() or shop.app.broker.stats("default").visible == 0
 
 
 def test_allow_unknown_enqueues_a_task_another_service_registers(local: Path, capsys: pytest.CaptureFixture[str]) -> None:
