@@ -8,7 +8,6 @@ The demo's runner (:mod:`cloudq.cli.demo`) imports the worker and rich, so it lo
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -52,6 +51,8 @@ def _require_registered(app: Any, task: str) -> None:
     """The CLI has the registry loaded: a name it does not hold would only dead-letter later as unknown_task."""
     if task in app.registry:
         return
+    import difflib  # only on this error path: every other command start-up skips it
+
     close = difflib.get_close_matches(task, list(app.registry), n=3)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ConfigurationError(
