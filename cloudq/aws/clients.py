@@ -6,7 +6,7 @@ every service on one URL), the retry mode and the credentials a LocalStack needs
 they cannot drift apart.
 
 * Region: ``settings.region``, else ``AWS_REGION`` (set by Lambda and ECS), else ``AWS_DEFAULT_REGION``,
-  else us-east-1.
+  else us-east-1 (:func:`region_is_default` says when, so that the CLI can warn on real AWS).
 * botocore's ``standard`` retry mode (throttling and 5xx, with backoff) and a 5 s connect timeout, so
   that an endpoint that is down is reported (as BrokerUnavailable) instead of hanging a worker.
 * Credentials: the SDK's own chain; only for a LocalStack on this machine without any configured,
@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 if TYPE_CHECKING:
     import botocore.config
 
-__all__ = ["AwsSettings", "DEFAULT_REGION", "aclient", "client", "client_config", "is_local_endpoint", "region_of"]
+__all__ = ["AwsSettings", "DEFAULT_REGION", "aclient", "client", "client_config", "is_local_endpoint", "region_is_default", "region_of"]
 
 DEFAULT_REGION = "us-east-1"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "localstack")
@@ -46,6 +46,11 @@ class AwsSettings(Protocol):
 def region_of(settings: AwsSettings) -> str:
     """The region every client of this app uses."""
     return settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def region_is_default(settings: AwsSettings) -> bool:
+    """True when no region is configured anywhere, so :func:`region_of` falls back to us-east-1."""
+    return not (settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
 
 
 def is_local_endpoint(endpoint_url: str | None) -> bool:

@@ -30,8 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
+from typing import Any, ClassVar
 
 from cloudq.brokers import local_sql
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
@@ -53,6 +52,12 @@ class _ThreadConnection(threading.local):
 
 class LocalBroker:
     """A broker on the SQLite file at ``path``; ``clock`` returns epoch seconds."""
+
+    creates_queues_on_use: ClassVar[bool] = True
+    """A queue here is a name in the file, created by its first send or receive (its DLQ by the first
+    dead letter): none is ever missing, so the ops commands report one not used yet as there and empty,
+    where on SQS, whose queues the infrastructure creates, it is an error. ``stats`` still says which
+    queues the file holds (``exists``)."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cloudq.cli.infra import add_infra, add_queues
 from cloudq.cli.jobs import add_demo, add_enqueue, add_schema
@@ -29,8 +30,33 @@ _ADD_COMMANDS = (
 )  # fmt: skip
 
 
+class _Version(argparse.Action):
+    """``--version``, read only when asked: importlib.metadata costs start-up time every command would pay."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"cloudq {installed_version()}")
+        parser.exit()
+
+
+def installed_version() -> str:
+    """The installed distribution's version; a source tree that is not installed has ``cloudq.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloudq")
+    except PackageNotFoundError:
+        from cloudq import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudq", description="cloudq: a task queue on Amazon SQS")
+    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--traceback", action="store_true", help="on an error, print the whole traceback too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _ADD_COMMANDS:
         add(commands)
@@ -49,10 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(ns.func(ns))
     except (ConfigurationError, ArgumentsError) as exc:
-        print(f"cloudq: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(ns, exc, f"cloudq: error: {exc}", 2)
     except CloudQError as exc:
-        print(f"cloudq: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(ns, exc, f"cloudq: {type(exc).__name__}: {exc}", 1)
+    except OSError as exc:  # the machine refused: a path that cannot be created (CLOUDQ_LOCAL_PATH), a full disk
+        return _fail(ns, exc, f"cloudq: {type(exc).__name__}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(ns: argparse.Namespace, exc: BaseException, line: str, code: int) -> int:
+    """One line for the user; the whole chained traceback above it with ``--traceback``."""
+    if ns.traceback:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(line, file=sys.stderr)
+    return code

@@ -1,9 +1,12 @@
 """Operations commands of ``cloudq``: what on-call needs on day one.
 
 * ``cloudq status [APP] [--json]``: one row per registry queue and per dead-letter queue (visible,
-  in flight, delayed, exists); exit 1 when any is missing.
-* ``cloudq dlq peek [APP] QUEUE [-n N]``: the dead letters of logical QUEUE with task, arguments,
-  attempts and the reason cloudq recorded, without deleting them.
+  in flight, delayed, exists); exit 1 when any is missing. On a broker whose queues exist as soon as
+  they are used (the local one) nothing is ever missing, and every other queue that holds messages
+  gets a row too (a job sent with ``enqueue --queue`` to a queue no worker of the app polls).
+* ``cloudq dlq peek [APP] QUEUE [-n N] [--json] [--traceback]``: the dead letters of logical QUEUE
+  with task, arguments, attempts and the reason cloudq recorded (the error in full; the stored
+  traceback with ``--traceback``), without deleting them.
 * ``cloudq dlq redrive [APP] QUEUE [--max N]``: move them back to QUEUE, where workers run them as
   fresh jobs (SQS's message move task; a receive/send/delete copy with ``--max``).
 * ``cloudq purge [APP] QUEUE [--dlq] [--yes]``: delete every message, after a confirmation.
@@ -20,8 +23,8 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from cloudq.brokers.base import AdminBroker, Delivery, QueueStats, admin_of
 from cloudq.cli.loading import load_app
@@ -32,12 +35,11 @@ from cloudq.queues import QueuePlan, plan_queues
 if TYPE_CHECKING:
     from cloudq.app import App
 
-__all__ = ["StatusRow", "describe_dead_letter", "register", "render_table", "status_rows"]
+__all__ = ["StatusRow", "dead_letter_record", "describe_dead_letter", "other_rows", "register", "render_table", "status_rows"]
 
 STATUS_HEADERS = ("QUEUE", "PHYSICAL NAME", "VISIBLE", "IN FLIGHT", "DELAYED", "EXISTS")
 PEEK_HEADERS = ("MESSAGE ID", "TASK", "ARGS", "ATTEMPTS", "REASON", "ERROR", "DEAD-LETTERED AT")
 _ARGS_CHARS = 40
-_ERROR_CHARS = 60
 
 
 # -- pure: rows and rendering -----------------------------------------------------------------
@@ -68,6 +70,16 @@ def status_rows(plans: Sequence[QueuePlan], stats_of: Callable[[str], QueueStats
     return rows
 
 
+def other_rows(names: Sequence[str], planned: set[str], prefix: str, stats_of: Callable[[str], QueueStats]) -> list[StatusRow]:
+    """A row for each queue outside the plan that holds messages: jobs there wait for a worker told to poll it."""
+    rows = []
+    for physical in names:
+        s = stats_of(physical) if physical not in planned else None
+        if s is not None and s.visible + s.in_flight + s.delayed:
+            rows.append(StatusRow(physical.removeprefix(prefix), "queue", physical, s.exists, s.visible, s.in_flight, s.delayed))
+    return rows
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Plain aligned columns: readable on a terminal, greppable in a log."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
@@ -80,35 +92,80 @@ def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def describe_dead_letter(delivery: Delivery) -> list[str]:
-    """A dead letter's cells: the reason comes from cloudq's attributes (none if SQS's RedrivePolicy moved it)."""
+def dead_letter_record(delivery: Delivery) -> dict[str, Any]:
+    """Everything known about a dead letter, for ``--json``: the reason comes from cloudq's attributes
+    (none if SQS's RedrivePolicy moved it), ``task`` is None for a body that is not an envelope."""
     attributes = delivery.attributes
     try:
         envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
-        task = envelope.task
-        args = json.dumps(list(envelope.args)) + (f" {json.dumps(envelope.kwargs)}" if envelope.kwargs else "")
+        task, args, kwargs = envelope.task, list(envelope.args), dict(envelope.kwargs)
     except EnvelopeError:
-        task, args = "?", delivery.body
-    error = ": ".join(v for v in (attributes.get("cloudq-error-type"), attributes.get("cloudq-error")) if v)
+        task, args, kwargs = None, None, None
+    attempts = attributes.get("cloudq-attempts", "")
+    return {
+        "message_id": delivery.message_id,
+        "task": task,
+        "args": args,
+        "kwargs": kwargs,
+        "body": delivery.body,
+        "attempts": int(attempts) if attempts.isdigit() else delivery.receive_count,
+        "reason": attributes.get("cloudq-reason"),
+        "error": ": ".join(v for v in (attributes.get("cloudq-error-type"), attributes.get("cloudq-error")) if v) or None,
+        "traceback": attributes.get("cloudq-traceback"),
+        "source_queue": attributes.get("cloudq-source-queue"),
+        "dead_lettered_at": attributes.get("cloudq-dead-lettered-at"),
+        "attributes": dict(attributes),
+    }
+
+
+def describe_dead_letter(delivery: Delivery) -> list[str]:
+    """A dead letter's cells; the arguments are cut to fit a terminal, the error never (it is the point)."""
+    record = dead_letter_record(delivery)
+    if record["task"] is None:
+        args = delivery.body
+    else:
+        args = json.dumps(record["args"]) + (f" {json.dumps(record['kwargs'])}" if record["kwargs"] else "")
     return [
         delivery.message_id,
-        task,
+        record["task"] or "?",
         truncate(args, _ARGS_CHARS),
-        attributes.get("cloudq-attempts", str(delivery.receive_count)),
-        attributes.get("cloudq-reason", "-"),
-        truncate(error, _ERROR_CHARS) or "-",
-        attributes.get("cloudq-dead-lettered-at", "-"),
+        str(record["attempts"]),
+        record["reason"] or "-",
+        " ".join((record["error"] or "-").split()),
+        record["dead_lettered_at"] or "-",
     ]
+
+
+def render_tracebacks(letters: Sequence[Delivery]) -> list[str]:
+    """The stored traceback of each dead letter that has one (cloudq keeps it for exhausted retries)."""
+    lines = []
+    for delivery in letters:
+        text = delivery.attributes.get("cloudq-traceback")
+        if text:
+            lines += ["", f"traceback of {delivery.message_id}:", *("  " + line for line in text.rstrip().splitlines())]
+    return lines
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_status(ns: argparse.Namespace) -> int:
     app = load_app(ns.app)
     try:
-        rows = status_rows(plan_queues(app), admin_of(app.broker).stats)
+        admin = admin_of(app.broker)
+        rows = status_rows(plan_queues(app), _stats_reader(admin))
+        others = []
+        if _queues_on_use(admin):  # on SQS, listing every queue of an account is neither cheap nor ours
+            others = other_rows(admin.list_queues(app.settings.queue_prefix), {r.physical for r in rows}, app.settings.queue_prefix, admin.stats)
     finally:
         app.close()
+    rows += others
     print(json.dumps([asdict(r) for r in rows], indent=2) if ns.json else render_table(STATUS_HEADERS, [r.cells() for r in rows]))
+    if others:
+        names = ", ".join(r.queue for r in others)
+        print(f"cloudq: no task of app {app.name!r} uses {names}: only a worker started with -q for it runs those jobs", file=sys.stderr)
     missing = [r.physical for r in rows if not r.exists]
     if missing:
         ensure = " ".join(["cloudq queues ensure", *([ns.app] if ns.app else [])])
@@ -125,10 +182,15 @@ def cmd_dlq_peek(ns: argparse.Namespace) -> int:
         letters = admin.peek(dlq, ns.n)
     finally:
         app.close()
+    if ns.json:
+        print(json.dumps([dead_letter_record(d) for d in letters], indent=2))
+        return 0
     total = stats.visible + stats.in_flight + stats.delayed
     print(f"{dlq}: dead letters of queue {plan.queue}: {len(letters)} shown of about {total}")
     if letters:
         print(render_table(PEEK_HEADERS, [describe_dead_letter(d) for d in letters]))
+    if ns.traceback_of_letters:
+        print("\n".join(render_tracebacks(letters) or ["", "no stored traceback (cloudq keeps one when retries run out)"]))
     return 0
 
 
@@ -144,7 +206,7 @@ def cmd_dlq_redrive(ns: argparse.Namespace) -> int:
         moved = admin.move_messages(dlq, destination, ns.max, on_progress=_ProgressPrinter())
     finally:
         app.close()
-    print(f"moved {moved} dead letters back to queue {plan.queue} ({destination})")
+    print(f"moved {plural(moved, 'dead letter')} back to queue {plan.queue} ({destination})")
     return 0
 
 
@@ -155,13 +217,13 @@ def cmd_purge(ns: argparse.Namespace) -> int:
         admin = admin_of(app.broker)
         stats = _require_queue(admin, physical)
         about = stats.visible + stats.in_flight + stats.delayed
-        if not ns.yes and not _confirm(f"purge about {about} messages from {physical}? This cannot be undone. [y/N] "):
+        if not ns.yes and not _confirm(f"purge about {plural(about, 'message')} from {physical}? This cannot be undone. [y/N] "):
             print("cloudq: not purged", file=sys.stderr)
             return 1
         purged = admin.purge(physical)
     finally:
         app.close()
-    print(f"purged {purged} messages from {physical}")
+    print(f"purged {plural(purged, 'message')} from {physical}")
     return 0
 
 
@@ -189,8 +251,20 @@ def _target(names: Sequence[str]) -> tuple[App, QueuePlan]:
     return app, plans[names[-1]]
 
 
+def _queues_on_use(broker: AdminBroker) -> bool:
+    """True for a broker whose queues exist as soon as they are used (the local one): none is ever missing."""
+    return bool(getattr(broker, "creates_queues_on_use", False))
+
+
+def _stats_reader(broker: AdminBroker) -> Callable[[str], QueueStats]:
+    """``broker.stats``; on a broker that creates queues on use, a queue not used yet is there and empty."""
+    if not _queues_on_use(broker):
+        return broker.stats
+    return lambda physical: replace(broker.stats(physical), exists=True)
+
+
 def _require_queue(broker: AdminBroker, physical: str) -> QueueStats:
-    stats = broker.stats(physical)
+    stats = _stats_reader(broker)(physical)
     if not stats.exists:
         raise QueueNotFound(f"queue {physical!r} does not exist (create it with `cloudq queues ensure`)")
     return stats
@@ -224,9 +298,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
     dlq = commands.add_parser("dlq", help="inspect and redrive dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
-    peek = dlq_commands.add_parser("peek", usage="cloudq dlq peek [APP] QUEUE [-n N]", help="show dead letters with task, args, attempts and reason, without deleting")
+    peek = dlq_commands.add_parser("peek", usage="cloudq dlq peek [APP] QUEUE [-n N] [--json] [--traceback]", help="show dead letters with task, args, attempts and reason, without deleting")
     peek.add_argument("names", **target)
     peek.add_argument("-n", type=_positive_int, default=10, help="how many to show (default 10)")
+    peek.add_argument("--json", action="store_true", help="print a JSON list for scripts: every field and attribute, in full")
+    peek.add_argument("--traceback", dest="traceback_of_letters", action="store_true", help="print each dead letter's stored traceback below the table")
     peek.set_defaults(func=cmd_dlq_peek)
     redrive = dlq_commands.add_parser("redrive", usage="cloudq dlq redrive [APP] QUEUE [--max N]", help="move dead letters back to their queue, with progress")
     redrive.add_argument("names", **target)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from cloudq.cli.loading import APP_HELP, load_app
+from cloudq.cli.flags import finite_seconds, int_in
+from cloudq.cli.loading import APP_HELP, load_app, warn_if_default_region
 from cloudq.errors import ConfigurationError
 
 __all__ = ["add_health", "add_lambda_local", "add_worker"]
@@ -36,6 +35,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
     app = load_app(ns.app)
     configure_logging(app.settings.log_format, app.settings.log_level)
+    warn_if_default_region(app)
     worker = Worker(
         app, ns.queue or None, concurrency=ns.concurrency, burst=ns.burst, max_tasks=ns.max_tasks,
         fire_schedules=True if ns.fire_schedules else None,
@@ -99,38 +99,13 @@ def cmd_health(ns: argparse.Namespace) -> int:
     return 0
 
 
-# -- flag types: a bad value is argparse's one-line error and exit 2, not a default, a traceback or a hang
-def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type`` for an int in ``low..high`` (``high`` None: no upper bound)."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {low}..{high}, got {value}" if high is not None else f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = "int"  # what argparse names in "invalid int value: 'x'" for text that is no int
-    return parse
-
-
-def _finite_seconds(text: str) -> float:
-    """A float that is a number (no nan or inf): the runtimes check its range, but nan passes any comparison."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
-    return value
-
-
-_finite_seconds.__name__ = "float"  # argparse: "invalid float value: 'x'", as with type=float
-
-
 def add_worker(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run a long-polling worker (the ECS entry point)")
     worker.add_argument("app", nargs="?", help=APP_HELP)
     worker.add_argument("-q", "--queue", action="append", help=QUEUE_HELP)
-    worker.add_argument("-c", "--concurrency", type=_int_in(MIN_CONCURRENCY, MAX_CONCURRENCY), help="jobs at once (default: $CLOUDQ_CONCURRENCY or 10)")
+    worker.add_argument("-c", "--concurrency", type=int_in(MIN_CONCURRENCY, MAX_CONCURRENCY), help="jobs at once (default: $CLOUDQ_CONCURRENCY or 10)")
     worker.add_argument("--burst", action="store_true", help="drain the queues, then exit")
-    worker.add_argument("--max-tasks", type=_int_in(1), help="exit after N jobs")
+    worker.add_argument("--max-tasks", type=int_in(1), help="exit after N jobs")
     worker.add_argument(
         "--fire-schedules", action="store_true",
         help="fire @app.periodic tasks from this worker (automatic on the local broker; on SQS, for one worker only when there is no EventBridge)",
@@ -146,7 +121,7 @@ def add_lambda_local(commands: Any) -> None:
     local.add_argument("--batching-window", type=float, default=0, metavar="S", help="seconds to gather a batch (MaximumBatchingWindowInSeconds)")
     local.add_argument("--max-batches", type=int, metavar="N", help="exit after N invocations")
     local.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    local.add_argument("--timeout", type=_finite_seconds, default=30, metavar="S", help="function timeout in seconds the context counts down (default 30)")
+    local.add_argument("--timeout", type=finite_seconds, default=30, metavar="S", help="function timeout in seconds the context counts down (default 30)")
     local.set_defaults(func=cmd_lambda_local)
 
 

@@ -1,7 +1,8 @@
 """``cloudq schedules sync|list``: periodic tasks on EventBridge (rules, or Scheduler with ``--engine``).
 
 Registered into the main parser by :func:`register`, so the schedule commands live beside their own code
-rather than in :mod:`cloudq.cli`.
+rather than in :mod:`cloudq.cli`. On the local broker no EventBridge is involved (the workers fire the
+schedules, leasing each tick in the broker's file), so ``list`` reads that file instead of AWS.
 """
 
 from __future__ import annotations
@@ -34,19 +35,33 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 def cmd_list(ns: argparse.Namespace) -> int:
     from cloudq.cli.loading import load_app
-    from cloudq.schedules.deploy import AwsClients, schedule_statuses
 
     app = load_app(ns.app)
-    clients = AwsClients.from_settings(app.settings)
-    try:
-        statuses = schedule_statuses(app, clients, engine=ns.engine)
-    finally:
-        clients.close()
+    statuses = _local_statuses(app) if app.settings.broker == "local" else _aws_statuses(app, ns.engine)
     if not statuses:
         print(f"app {app.name!r} has no periodic tasks")
     for status in statuses:
         print(status.render())
     return 0
+
+
+def _aws_statuses(app: Any, engine: str) -> list[Any]:
+    from cloudq.schedules.deploy import AwsClients, schedule_statuses
+
+    clients = AwsClients.from_settings(app.settings)
+    try:
+        return schedule_statuses(app, clients, engine=engine)  # type: ignore[arg-type]
+    finally:
+        clients.close()
+
+
+def _local_statuses(app: Any) -> list[Any]:
+    from cloudq.schedules.local import local_statuses
+
+    statuses = local_statuses(app)
+    if statuses:
+        print(f"local broker ({app.settings.local_path}): workers fire these themselves, one lease per tick in that file")
+    return statuses
 
 
 def register(commands: Any) -> None:
@@ -63,5 +78,5 @@ def register(commands: Any) -> None:
 
     listing = sub.add_parser("list", help="each periodic task, its deployed state and its next fire times")
     listing.add_argument("app", nargs="?", help="module:attribute (default: $CLOUDQ_APP)")
-    listing.add_argument("--engine", choices=_ENGINES, default="rules", help="which engine's state to show")
+    listing.add_argument("--engine", choices=_ENGINES, default="rules", help="which engine's state to show (on the local broker: none, the file's)")
     listing.set_defaults(func=cmd_list)

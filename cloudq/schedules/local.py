@@ -12,6 +12,9 @@ first time fires at its next tick, not at once, as cron does.
 
 The claim commits before the job is sent: a worker killed between the two loses that one firing (at most
 once, like a missed cron run) rather than ever firing it twice.
+
+``cloudq schedules list`` on the local broker reads the same rows (:func:`local_statuses`), read-only: a
+listing must neither create the file nor wait behind a worker's claim.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import structlog
+
+from cloudq.errors import BrokerError
 
 from cloudq.producer import outgoing
 from cloudq.schedules.plan import resource_name
@@ -32,9 +38,10 @@ from cloudq.tasks import SendOptions
 
 if TYPE_CHECKING:
     from cloudq.app import App
+    from cloudq.schedules.deploy import ScheduleStatus
     from cloudq.schedules.periodic import PeriodicSpec
 
-__all__ = ["LocalScheduler", "due"]
+__all__ = ["LocalScheduler", "due", "last_fire_times", "local_statuses", "owner_of"]
 
 logger = structlog.get_logger("cloudq.schedules")
 
@@ -47,6 +54,11 @@ CREATE TABLE IF NOT EXISTS periodic_fires (
 ) WITHOUT ROWID
 """
 _BUSY_TIMEOUT_MS = 10_000
+
+
+def owner_of(app: App) -> str:
+    """Whose rows these are: apps (and prefixes, one per environment) may share one file."""
+    return f"{app.settings.queue_prefix}{app.name}"
 
 
 def due(spec: PeriodicSpec, last: float, now: float) -> datetime | None:
@@ -64,7 +76,7 @@ class LocalScheduler:
         self.path = path or app.settings.local_path
         self.clock = clock
         self.tick_s = tick_s
-        self.owner = f"{app.settings.queue_prefix}{app.name}"
+        self.owner = owner_of(app)
         self.fired = 0
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -117,3 +129,49 @@ class LocalScheduler:
 
     def close(self) -> None:
         self._db.close()
+
+
+# -- read-only, for `cloudq schedules list` ------------------------------------------------------
+def last_fire_times(path: str, owner: str) -> dict[str, float]:
+    """Task name -> when it last fired (epoch seconds) in the file at ``path``; no file or table yet: none."""
+    file = Path(path)
+    if not file.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = db.execute("SELECT task, last_fire_at FROM periodic_fires WHERE owner = ?", (owner,)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):  # no worker has fired anything in this file yet
+            return {}
+        raise BrokerError(f"cannot read the schedule leases in {path}: {exc}") from exc
+    return dict(rows)
+
+
+def local_statuses(app: App, *, now: datetime | None = None, count: int = 3) -> list[ScheduleStatus]:
+    """Each periodic task with its lease state in the local file and its next fire times, as the
+    EventBridge listing shows them (:class:`~cloudq.schedules.deploy.ScheduleStatus`)."""
+    from cloudq.schedules.deploy import ScheduleStatus
+
+    now = now or datetime.now(timezone.utc)
+    fired = last_fire_times(app.settings.local_path, owner_of(app))
+    statuses = []
+    for spec in sorted(app.periodic_tasks.values(), key=lambda s: s.name):
+        name = resource_name(app.settings.queue_prefix, spec.name)
+        fires = tuple(spec.schedule.next_fire_times(now, count, spec.tz))
+        statuses.append(ScheduleStatus(spec.name, spec.schedule.expression, spec.tz, name, _lease_state(fired.get(spec.name), spec, now), None, fires))
+    return statuses
+
+
+def _lease_state(last: float | None, spec: PeriodicSpec, now: datetime) -> str:
+    if last is None:
+        return "local: not fired yet (a worker records it at start, then fires it at its next tick)"
+    state = f"local: last fired {_at(last, spec.tz)}"
+    return state + ("; due now (a running worker fires it within a second)" if due(spec, last, now.timestamp()) else "")
+
+
+def _at(epoch_s: float, tz: str) -> str:
+    zone = timezone.utc if tz.upper() == "UTC" else ZoneInfo(tz)
+    return datetime.fromtimestamp(epoch_s, timezone.utc).astimezone(zone).isoformat(timespec="seconds")

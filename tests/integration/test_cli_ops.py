@@ -93,7 +93,7 @@ async def test_redrive_moves_messages_back_and_a_worker_processes_them(ops: Modu
     broker = ops.app.broker
     capsys.readouterr()
     assert main(["dlq", "redrive", ops.SPEC, "billing", "--max", "1"]) == 0
-    assert f"moved 1 dead letters back to queue billing ({ops.PREFIX}billing)" in capsys.readouterr().out
+    assert f"moved 1 dead letter back to queue billing ({ops.PREFIX}billing)" in capsys.readouterr().out
     assert broker.stats(f"{ops.PREFIX}billing").visible == 1 and broker.stats(f"{ops.PREFIX}billing-dlq").visible == 2
 
     assert main(["dlq", "redrive", ops.SPEC, "billing"]) == 0

@@ -66,7 +66,8 @@ def test_app_from_cloudq_app_env(workdir: Path, monkeypatch: pytest.MonkeyPatch,
         (["enqueue", "cli_app:app", "greet", "--args", "[1, 2, 3]"], "do not fit task 'greet'"),
         (["worker", "no_such_module:app"], "cannot import app module"),
         (["worker", "cli_app"], "module:attribute"),
-        (["worker", "cli_app:nothing"], "is not a cloudq.App"),
+        (["worker", "cli_app:nothing"], "module 'cli_app' has no attribute 'nothing'; its cloudq.App: app"),
+        (["worker", "cli_app:greet"], "'cli_app:greet' is not a cloudq.App (got Task)"),
     ],
 )
 def test_bad_input_is_a_clear_error_with_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from cloudq.brokers.base import Delivery, QueueStats
+from cloudq.brokers.memory import MemoryBroker
 from cloudq.cli import main
 from cloudq.cli.ops import describe_dead_letter, render_table, status_rows
 from cloudq.queues import plan_queues
@@ -67,7 +68,9 @@ def count(ops: ModuleType, queue: str) -> int:
 
 
 def test_status_exits_1_naming_missing_queues_then_0_once_ensured(ops: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    """status lists every registry queue and DLQ, exits 1 naming the missing ones, 0 after `queues ensure`."""
+    """On a broker whose queues must be created (memory here, SQS in the integration tests), status
+    lists every registry queue and DLQ, exits 1 naming the missing ones, 0 after `queues ensure`."""
+    ops.app.use_broker(MemoryBroker())
     assert main(["status", ops.SPEC]) == 1
     out, err = capsys.readouterr()
     assert "billing-dlq" in out and "MISSING" in out
@@ -108,7 +111,7 @@ async def test_redrive_moves_dead_letters_back_and_a_worker_runs_them(ops: Modul
     assert "moved 2 dead letters back to queue billing (billing)" in capsys.readouterr().out
     assert count(ops, "billing-dlq") == 1 and count(ops, "billing") == 2
     assert main(["dlq", "redrive", ops.SPEC, "billing"]) == 0
-    assert "moved 1 dead letters back" in capsys.readouterr().out
+    assert "moved 1 dead letter back" in capsys.readouterr().out
 
     ops.FAIL["on"] = False
     stats = await Worker(ops.app, burst=True).run()
@@ -174,7 +177,8 @@ def test_bad_queue_is_exit_2(ops: ModuleType, capsys: pytest.CaptureFixture[str]
 
 
 def test_peek_on_a_missing_dlq_is_exit_1(ops: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    """Peeking before the queues exist is a runtime failure naming the queue."""
+    """On a broker whose queues must be created, peeking before they exist is a runtime failure naming the queue."""
+    ops.app.use_broker(MemoryBroker())
     assert main(["dlq", "peek", ops.SPEC, "default"]) == 1
     assert "'default-dlq' does not exist" in capsys.readouterr().err
 
