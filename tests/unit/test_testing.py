@@ -281,3 +281,41 @@ def test_testing_is_importable_from_the_package() -> None:
     import cloudq.testing as module
 
     assert testing is module and set(module.__all__) >= {"DrainStats", "drain", "eager", "enqueued"}
+
+
+README_SHOP = '''
+import cloudq
+
+app = cloudq.App("shop", settings=cloudq.Settings(broker="sqs"))  # never used: the fixture swaps in memory
+sent = []
+
+@app.task(name="shop.send_welcome_email")
+def send_welcome_email(email: str) -> None:
+    sent.append(email)
+
+def signup(email: str) -> None:
+    send_welcome_email.delay(email)
+'''
+
+
+def test_the_readme_pytest_example_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Testing your own tasks" example runs as written against a small shop module."""
+    import re
+    import sys
+    import types
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Testing your own tasks", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL)[1]  # type: ignore[index]
+    shop = types.ModuleType("shop")
+    exec(compile(README_SHOP, "shop.py", "exec"), shop.__dict__)  # noqa: S102 - test code we wrote
+    monkeypatch.setitem(sys.modules, "shop", shop)
+    namespace: dict[str, Any] = {"__name__": "test_signup"}
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102
+
+    for test in ("test_signup_sends_the_welcome_email", "test_signup_eagerly"):
+        fixture = namespace["queues"].__wrapped__()
+        next(fixture)
+        namespace[test]()
+        next(fixture, None)
+    assert shop.sent == ["ada@example.com", "ada@example.com"]
