@@ -78,7 +78,7 @@ class _StructlogHandler(logging.Handler):
 
 def _route_stdlib(stream: TextIO, level: int, shared: list[structlog.typing.Processor], renderers: list[structlog.typing.Processor]) -> None:
     """One root handler in the structlog format at ``level``; the AWS SDK at WARNING or above."""
-    pre_chain = [*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), _drop_formatter_fields]
+    pre_chain: list[structlog.typing.Processor] = [*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), _drop_formatter_fields]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=pre_chain,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
