@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from cloudq.brokers import Broker, create_broker
 from cloudq.errors import ConfigurationError
@@ -32,7 +32,17 @@ if TYPE_CHECKING:
 
 __all__ = ["App"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)``, ``@app.periodic(...)`` and ``@app.on_event(...)`` return: a decorator
+    generic in the function it is given, so ``Task[P, R]`` keeps that function's signature and mypy or
+    pyright check ``.delay``/``.adelay``/plain calls against it (a ``Callable[[F], Task[Any, Any]]``
+    would forget it)."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class App:
@@ -101,12 +111,12 @@ class App:
 
     # -- registry ---------------------------------------------------------------------------
     @overload
-    def task(self, fn: F, /) -> Task[Any, Any]: ...
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def task(
-        self, *, name: str | None = None, queue: str | None = None, max_retries: int | None = None, timeout: float | None = None
-    ) -> Callable[[F], Task[Any, Any]]: ...
+        self, /, *, name: str | None = None, queue: str | None = None, max_retries: int | None = None, timeout: float | None = None
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -139,7 +149,7 @@ class App:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         timezone: str | None = None,
-    ) -> Callable[[F], Task[Any, Any]]:
+    ) -> TaskDecorator:
         """Register a task that runs on an AWS schedule expression; see :mod:`cloudq.schedules.periodic`."""
         from cloudq.schedules.periodic import periodic
 
@@ -208,7 +218,7 @@ class App:
             self._lambda_handler = LambdaHandler(self)
         return self._lambda_handler
 
-    def on_event(self, source: str, detail_type: str | None = None, **task_options: Any) -> Callable[[F], Task[Any, Any]]:
+    def on_event(self, source: str, detail_type: str | None = None, **task_options: Any) -> TaskDecorator:
         """Register a task for EventBridge events with this ``source`` (and ``detail-type``, if given)
         that invoke the Lambda function directly (see :mod:`cloudq.runtimes.aws_lambda`).
 
@@ -216,7 +226,7 @@ class App:
         dict. Use ``source="aws.events", detail_type="Scheduled Event"`` for a scheduled rule without Input.
         """
 
-        def register(fn: F) -> Task[Any, Any]:
+        def register(fn: Callable[P, R]) -> Task[P, R]:
             try:
                 inspect.signature(fn).bind({})
             except TypeError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from cloudq.errors import ArgumentsError, ConfigurationError, TaskNotFound
@@ -78,11 +79,19 @@ class Task(Generic[P, R]):
         except TypeError as exc:
             raise ArgumentsError(f"arguments do not fit task {self.name!r}{self.signature}: {exc}") from exc
 
-    def with_options(self, **options: Any) -> Task[P, R]:
-        """A view of this task that sends with other options: ``delay``, ``queue``, ``group_id``, ``dedup_id``."""
-        view = Task.__new__(Task)
+    def with_options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        queue: str | None = None,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+    ) -> Task[P, R]:
+        """A view of this task that sends with other options (None keeps the current one); the options
+        are spelled out so that a type checker catches a misspelt one, and the view keeps ``P, R``."""
+        view: Task[P, R] = Task.__new__(Task)
         view.__dict__.update(self.__dict__)
-        view.options = self.options.merge(**options)
+        view.options = self.options.merge(delay=delay, queue=queue, group_id=group_id, dedup_id=dedup_id)
         return view
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:

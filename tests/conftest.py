@@ -6,6 +6,7 @@ cloudq-specific fixtures belong in tests/<kind>/conftest.py, not here.
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import urllib.request
 import uuid
@@ -88,6 +89,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
-    """CLI entry points configure structlog globally; give every test a clean configuration."""
+    """CLI entry points configure structlog and the root logger globally; give every test a clean
+    configuration (a root handler left behind would write to a finished test's stream)."""
+    root = logging.getLogger()
+    level = root.level
     yield
     structlog.reset_defaults()
+    for handler in list(root.handlers):
+        if type(handler).__name__ == "_StructlogHandler":  # cloudq.logs's; pytest manages its own
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name in ("botocore", "boto3", "aiobotocore", "aioboto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.NOTSET)

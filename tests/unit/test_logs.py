@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
+import sys
+from typing import Any
 
 import pytest
 import structlog
@@ -39,3 +43,154 @@ def test_json_lines_have_event_level_and_utc_timestamp() -> None:
     structlog.get_logger().debug("job.received")
     [line] = [json.loads(x) for x in out.getvalue().splitlines()]
     assert line["event"] == "job.succeeded" and line["level"] == "info" and line["timestamp"].endswith("Z")
+
+
+# -- stdlib logging from task code and libraries ------------------------------------------------
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_stdlib_records_come_out_as_json_with_the_bound_context_at_the_configured_level() -> None:
+    """logging.info is kept at DEBUG (it was dropped), in the structlog format, with the contextvars."""
+    out = io.StringIO()
+    configure_logging("json", "DEBUG", stream=out)
+    log = logging.getLogger("shop.billing")
+    with structlog.contextvars.bound_contextvars(job_id="j-1", task="shop.charge"):
+        log.debug("looking up %s", "c1")
+        log.info("charged", extra={"cents": 100})
+
+    debug, info = json_lines(out.getvalue())
+    assert debug["event"] == "looking up c1" and debug["level"] == "debug" and debug["logger"] == "shop.billing"
+    assert info["event"] == "charged" and info["level"] == "info" and info["cents"] == 100
+    assert info["job_id"] == "j-1" and info["task"] == "shop.charge" and info["timestamp"].endswith("Z")
+
+
+def test_stdlib_records_below_the_level_are_dropped_and_the_aws_sdk_stays_at_warning() -> None:
+    """At WARNING a task's info is dropped; at DEBUG botocore's debug and info still are, its warnings not."""
+    out = io.StringIO()
+    configure_logging("json", "WARNING", stream=out)
+    logging.getLogger("shop").info("dropped")
+    logging.getLogger("shop").warning("kept")
+    configure_logging("json", "DEBUG", stream=out)
+    logging.getLogger("botocore.endpoint").debug("Sending http request")
+    logging.getLogger("urllib3.connectionpool").info("Starting new HTTP connection")
+    logging.getLogger("botocore.credentials").warning("Refreshing credentials")
+
+    assert [(line["logger"], line["event"]) for line in json_lines(out.getvalue())] == [
+        ("shop", "kept"),
+        ("botocore.credentials", "Refreshing credentials"),
+    ]
+
+
+def test_console_format_renders_stdlib_records_like_structlog_events() -> None:
+    """On a terminal a task's logging.warning reads like cloudq's own lines, not ``WARNING shop: ...``."""
+    out = io.StringIO()
+    configure_logging("console", "INFO", stream=out)
+    with structlog.contextvars.bound_contextvars(job_id="j-2"):
+        logging.getLogger("shop").warning("card %s declined", "c1")
+        structlog.get_logger().info("job.succeeded")
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # colours off
+    stdlib_line, structlog_line = text.splitlines()
+    assert re.search(r"Z \[warning\s*\] card c1 declined\s+\[shop\] job_id=j-2$", stdlib_line), stdlib_line
+    assert re.search(r"Z \[info\s*\] job.succeeded\s+job_id=j-2$", structlog_line), structlog_line
+
+
+def test_stdlib_exceptions_are_structured_without_locals() -> None:
+    """log.exception in JSON: the traceback as data, never a frame's locals."""
+    out = io.StringIO()
+    configure_logging("json", "INFO", stream=out)
+    secret = "hun" + "ter2"
+    try:
+        fail_with_secret(secret)
+    except ValueError:
+        logging.getLogger("shop").exception("charge failed")
+
+    [line] = json_lines(out.getvalue())
+    assert line["event"] == "charge failed" and line["exception"][0]["exc_value"] == "card declined"
+    assert "hunter2" not in out.getvalue()
+
+
+def test_configuring_again_replaces_the_handlers_that_would_write_plain_text() -> None:
+    """A second configure_logging, a basicConfig console handler and the Lambda runtime's handler leave
+    one root handler: each record is written once, in the structlog format."""
+
+    class LambdaLoggerHandler(logging.StreamHandler):  # type: ignore[type-arg]  # the runtime's class name
+        pass
+
+    plain = io.StringIO()
+    root = logging.getLogger()
+    console, lambda_runtime, kept = logging.StreamHandler(sys.stderr), LambdaLoggerHandler(plain), logging.NullHandler()
+    for handler in (console, lambda_runtime, kept):
+        root.addHandler(handler)
+    try:
+        out = io.StringIO()
+        configure_logging("json", "INFO", stream=io.StringIO())
+        configure_logging("json", "INFO", stream=out)
+        logging.getLogger("shop").warning("once")
+    finally:
+        root.removeHandler(kept)
+
+    assert [line["event"] for line in json_lines(out.getvalue())] == ["once"] and plain.getvalue() == ""
+    assert console not in root.handlers and lambda_runtime not in root.handlers
+
+
+def test_a_task_logging_through_stdlib_carries_the_job_context(tmp_path: Any) -> None:
+    """Sync (in its thread) and async tasks: their logging lines have job_id, task, queue and attempt."""
+    import cloudq
+    from cloudq import testing
+
+    out = io.StringIO()
+    configure_logging("json", "DEBUG", stream=out)
+    app = cloudq.App("shop", settings=cloudq.Settings(broker="memory"))
+    log = logging.getLogger("shop.tasks")
+
+    @app.task(name="shop.sync_job")
+    def sync_job(n: int) -> None:
+        log.info("sync %d", n)
+
+    @app.task(name="shop.async_job", queue="fast")
+    async def async_job(n: int) -> None:
+        log.info("async %d", n)
+
+    sync_job.delay(1)
+    async_job.delay(2)
+    assert testing.drain(app).succeeded == 2
+
+    lines = {line["event"]: line for line in json_lines(out.getvalue()) if line.get("logger") == "shop.tasks"}
+    for event, task, queue in (("sync 1", "shop.sync_job", "default"), ("async 2", "shop.async_job", "fast")):
+        line = lines[event]
+        assert (line["task"], line["queue"], line["attempt"], line["level"]) == (task, queue, 1, "info")
+        assert line["job_id"] and line["message_id"]
+
+
+def test_the_lambda_handler_writes_stdlib_lines_with_the_request_and_job(capsys: pytest.CaptureFixture[str]) -> None:
+    """In Lambda (JSON, CLOUDQ_LOG_LEVEL=DEBUG): a task's logging.info is on stdout with aws_request_id and job_id."""
+    import asyncio
+
+    import cloudq
+    from cloudq.runtimes.aws_lambda import LambdaHandler
+    from cloudq.runtimes.lambda_local import sqs_event
+
+    app = cloudq.App("shop", settings=cloudq.Settings(broker="memory", log_level="DEBUG", log_format="json"))
+
+    @app.task(name="shop.notify")
+    def notify(email: str) -> None:
+        logging.getLogger("shop").info("notifying")
+
+    notify.delay("a@b.c")
+    deliveries = asyncio.run(app.broker.receive("default", max_messages=10, wait_s=0))
+
+    class Context:
+        aws_request_id, function_name = "req-7", "f"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 60_000
+
+    handler = LambdaHandler(app)
+    try:
+        assert handler(sqs_event(deliveries, region="us-east-1"), Context()) == {"batchItemFailures": []}
+    finally:
+        handler.close()
+    [line] = [line for line in json_lines(capsys.readouterr().out) if line.get("logger") == "shop"]
+    assert line["event"] == "notifying" and line["aws_request_id"] == "req-7" and line["task"] == "shop.notify"
