@@ -32,6 +32,15 @@ __all__ = ["SqsBroker"]
 
 
 
+GIVE_BACK_WAIT_S = 5.0  # how long aclose waits for the answers of receives cancelled in flight
+
+
+def _info(event: str, **fields: Any) -> None:
+    import structlog
+
+    structlog.get_logger(__name__).info(event, **fields)
+
+
 def _warn(event: str, **fields: Any) -> None:
     """Log a warning; structlog is imported only then: a producer's first send must not pay its import
     (with rich installed, structlog imports it: about 70 ms of a web process's first ``.map()``)."""
@@ -79,6 +88,7 @@ class SqsBroker:
         self._aclient: Any = None
         self._astack: contextlib.AsyncExitStack | None = None
         self._warming: asyncio.Task[None] | None = None
+        self._giving_back: set[asyncio.Task[None]] = set()  # cancelled receives whose answers are awaited
         self.calls: dict[str, int] = {}
 
     # -- clients ----------------------------------------------------------------------------
@@ -163,9 +173,37 @@ class SqsBroker:
     async def receive(
         self, queue: str, *, max_messages: int, wait_s: float, visibility_timeout_s: int | None = None
     ) -> list[Delivery]:
+        """Receive; a receive cancelled in flight (a worker stopping) gives back what it took.
+
+        SQS may already have handed out messages when the caller gives up: the request goes on, shielded,
+        and when its answer comes those messages are made visible again at once (``sqs.receive_given_back``)
+        instead of staying invisible for the whole visibility timeout. ``aclose`` waits for such answers
+        up to ``GIVE_BACK_WAIT_S``."""
         url = await self.aqueue_url(queue)
         op, params = rq.receive_request(url, max_messages, wait_s, visibility_timeout_s)
-        return rq.parse_messages(queue, await self._acall(queue, op, params))
+        call = asyncio.ensure_future(self._acall(queue, op, params))
+        try:
+            response = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            task = asyncio.ensure_future(self._give_back(queue, call))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+            raise
+        return rq.parse_messages(queue, response)
+
+    async def _give_back(self, queue: str, call: asyncio.Future[dict[str, Any]]) -> None:
+        try:
+            deliveries = rq.parse_messages(queue, await call)
+        except Exception:  # noqa: BLE001 - the receive failed: it took nothing we could give back
+            return
+        if not deliveries:
+            return
+        try:
+            await self.change_visibility(queue, deliveries, 0)
+        except BrokerError as exc:
+            _warn("sqs.give_back_failed", queue=queue, count=len(deliveries), error=str(exc))
+            return
+        _info("sqs.receive_given_back", queue=queue, count=len(deliveries))
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         await self._abatch(queue, deliveries, lambda url: rq.delete_requests(url, deliveries))
@@ -325,6 +363,13 @@ class SqsBroker:
             self._client = None
 
     async def aclose(self) -> None:
+        if self._giving_back:
+            # A busy queue answers in milliseconds; an idle long poll may not answer before its wait ends,
+            # and a message arriving after GIVE_BACK_WAIT_S in that abandoned poll waits out its visibility.
+            _, late = await asyncio.wait(set(self._giving_back), timeout=GIVE_BACK_WAIT_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._warming is not None:
             self._warming.cancel()
             await asyncio.gather(self._warming, return_exceptions=True)

@@ -23,8 +23,10 @@ short by ``max_batches`` leaves a retry's backoff alone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import signal
 import struct
 import time
 import uuid
@@ -149,6 +151,15 @@ def failed_ids(response: Any, deliveries: Sequence[Delivery]) -> set[str] | None
     return ids if ids <= known else None
 
 
+def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals, callback: Any) -> bool:
+    """Run ``callback`` on ``sig`` (the loop's handler); False where that is impossible (not the main thread)."""
+    try:
+        loop.add_signal_handler(sig, callback)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
 # -- the mapping -------------------------------------------------------------------------------
 @dataclass
 class LocalStats:
@@ -194,6 +205,8 @@ class EventSourceMapping:
         self.stats = LocalStats()
         # Records the handler failed and that have not come back yet: message id -> (delivery, failed at).
         self._out: dict[str, tuple[Delivery, float]] = {}
+        self._stopping = False
+        self._polling: asyncio.Task[list[Delivery]] | None = None
         self._validate()
 
     def _validate(self) -> None:
@@ -207,10 +220,11 @@ class EventSourceMapping:
             raise ConfigurationError("timeout must be > 0 seconds and max batches >= 1")
 
     def run(self) -> LocalStats:
-        """Poll and invoke until burst finds nothing, ``max_batches`` is reached, or Ctrl-C."""
+        """Poll and invoke until burst finds nothing, ``max_batches`` is reached, SIGTERM, or Ctrl-C."""
         handler = self.app.lambda_handler
         wait_s = 1.0 if self.burst or len(self.queues) > 1 else float(self.app.settings.wait_time_s)
         logger.info("lambda_local.started", queues=self.queues, batch_size=self.batch_size, burst=self.burst)
+        sigterm = _on_signal(handler.loop, signal.SIGTERM, self.stop)
         try:
             while not self._done():
                 found = False
@@ -218,7 +232,7 @@ class EventSourceMapping:
                     if self._done():
                         break
                     physical = self.app.settings.queue_name(queue)
-                    deliveries = handler.run(self._collect(physical, wait_s))
+                    deliveries = self._poll(handler, physical, wait_s)
                     if deliveries:
                         found = True
                         for delivery in deliveries:
@@ -228,7 +242,11 @@ class EventSourceMapping:
                     handler.run(self._release_out())
                     break
         finally:
-            handler.run(self.app.aclose())  # clients are rebuilt on next use; the loop stays for the handler
+            if sigterm:
+                handler.loop.remove_signal_handler(signal.SIGTERM)
+            # clients are rebuilt on next use; the loop stays for the handler. A receive cancelled by a
+            # stop gives back what it took while the broker closes (see SqsBroker.receive).
+            handler.run(self.app.aclose())
             logger.info("lambda_local.stopped", **self.stats.as_dict())
         return self.stats
 
@@ -250,17 +268,37 @@ class EventSourceMapping:
             except BrokerError as exc:
                 logger.warning("lambda_local.release_failed", queue=queue, count=len(deliveries), error=str(exc))
 
+    def stop(self) -> None:
+        """End the run (SIGTERM): a poll in flight is cancelled, and what its receives took is given back."""
+        self._stopping = True
+        if self._polling is not None:
+            self._polling.cancel()
+
     def _done(self) -> bool:
-        return self.max_batches is not None and self.stats.invocations >= self.max_batches
+        return self._stopping or (self.max_batches is not None and self.stats.invocations >= self.max_batches)
+
+    def _poll(self, handler: LambdaHandler, physical: str, wait_s: float) -> list[Delivery]:
+        self._polling = handler.loop.create_task(self._collect(physical, wait_s))
+        try:
+            return handler.run(self._polling)
+        except asyncio.CancelledError:
+            return []
+        finally:
+            self._polling = None
 
     async def _collect(self, physical: str, wait_s: float) -> list[Delivery]:
         """One long poll; with messages, keep polling until the batch is full or the window closes."""
         broker = self.app.broker
         got = await broker.receive(physical, max_messages=min(SQS_MAX_BATCH, self.batch_size), wait_s=wait_s)
         window_ends = time.monotonic() + self.batching_window_s
-        while got and len(got) < self.batch_size and (left := window_ends - time.monotonic()) > 0:
-            wanted = min(SQS_MAX_BATCH, self.batch_size - len(got))
-            got += await broker.receive(physical, max_messages=wanted, wait_s=min(20.0, max(1.0, left)))
+        try:
+            while got and len(got) < self.batch_size and (left := window_ends - time.monotonic()) > 0:
+                wanted = min(SQS_MAX_BATCH, self.batch_size - len(got))
+                got += await broker.receive(physical, max_messages=wanted, wait_s=min(20.0, max(1.0, left)))
+        except asyncio.CancelledError:
+            if got:  # stopped while the batching window was open: what it gathered becomes visible now
+                await asyncio.shield(broker.change_visibility(physical, got, 0))
+            raise
         return got
 
     def _invoke(self, handler: LambdaHandler, physical: str, deliveries: list[Delivery]) -> None:

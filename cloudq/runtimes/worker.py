@@ -43,7 +43,6 @@ from cloudq.runtimes.threads import ThreadResults
 
 if TYPE_CHECKING:
     from cloudq.app import App
-    from cloudq.brokers.base import Broker
     from cloudq.consumer import Settled
     from cloudq.tasks import Task
 
@@ -130,6 +129,7 @@ class Worker:
         self._started_jobs = 0
         # Retries this worker scheduled and has not seen again: queue -> message id -> (delivery, due).
         self._retries: dict[str, dict[str, tuple[Delivery, float]]] = defaultdict(dict)
+        self._releasing: set[asyncio.Task[None]] = set()  # releases a stopping poller started (see _release_now)
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: ThreadResults | None = None
@@ -171,6 +171,7 @@ class Worker:
             for poller in pollers:
                 poller.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)
+            await asyncio.gather(*self._releasing, return_exceptions=True)
             await self._drain_running()
             if self._drained:
                 await self._release_retries()
@@ -254,6 +255,9 @@ class Worker:
             asyncio.get_running_loop().call_soon(self._acks.unhold, physical)
             try:
                 deliveries = await receiving
+            except asyncio.CancelledError:
+                await self._give_back_answered(physical, receiving)
+                raise
             except BrokerUnavailable as exc:
                 failures += 1
                 logger.warning("worker.broker_unavailable", queue=queue, error=str(exc), failures=failures)
@@ -262,7 +266,7 @@ class Worker:
             failures = 0
             self._slots.release(wanted - len(deliveries))
             if self._stopping.is_set() and deliveries:
-                await self._nack(physical, deliveries)
+                await self._release_now(physical, deliveries)
                 self._slots.release(len(deliveries))
                 return
             if not deliveries:
@@ -278,6 +282,22 @@ class Worker:
                 if retries:
                     retries.pop(delivery.message_id, None)
                 self._start(queue, physical, delivery)
+
+    async def _give_back_answered(self, physical: str, receiving: asyncio.Future[list[Delivery]]) -> None:
+        """The worker stopped just as a receive answered: the poller is cancelled with the messages in hand
+        (the receive itself was not, so the broker's own give-back does not apply). They are made visible
+        again at once; left alone they would wait out their visibility timeout (issue 16's SIGTERM strand)."""
+        if receiving.done() and not receiving.cancelled() and receiving.exception() is None and receiving.result():
+            await self._release_now(physical, receiving.result())
+
+    async def _release_now(self, physical: str, deliveries: Sequence[Delivery]) -> None:
+        """Release received messages (the worker is stopping) in a task of its own that ``run`` waits for:
+        the poller may be cancelled mid-way, and closing the broker under a release still in flight
+        would lose it (on the local broker: its connection closed under the UPDATE)."""
+        task = asyncio.ensure_future(self._nack(physical, deliveries))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        await asyncio.shield(task)
 
     async def _receive(self, physical: str, wanted: int) -> list[Delivery]:
         """Receive for ``wanted`` taken slots; on any error the slots are given back first."""
