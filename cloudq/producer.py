@@ -8,6 +8,7 @@ delay and the worker re-sends it until it is due.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["JobRef", "Producer", "SendOptions", "outgoing"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
+# The longest delay a job may be given: beyond 15 minutes it travels as an ETA and is re-sent every 15
+# minutes until due, so a year already means 35,000 re-sends; 1e12 s is past any date Python can hold.
+MAX_DELAY_S = 366 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +54,8 @@ class SendOptions:
     @property
     def delay_s(self) -> float:
         delay = self.delay.total_seconds() if isinstance(self.delay, timedelta) else (self.delay or 0)
-        if delay < 0:
-            raise ConfigurationError(f"delay must be >= 0 seconds, got {delay}")
+        if not isinstance(delay, (int, float)) or not math.isfinite(delay) or not 0 <= delay <= MAX_DELAY_S:
+            raise ConfigurationError(f"delay must be 0..{MAX_DELAY_S} seconds (366 days), got {delay!r}")
         return float(delay)
 
     def merge(self, **changes: Any) -> SendOptions:

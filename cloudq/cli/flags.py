@@ -12,12 +12,10 @@ import argparse
 import math
 from collections.abc import Callable
 
+from cloudq.producer import MAX_DELAY_S  # the longest delay --delay takes: the library's own bound
+
 __all__ = ["MAX_DELAY_S", "delay_seconds", "finite_seconds", "int_in"]
 
-# The longest delay `cloudq enqueue --delay` takes. Beyond SQS's 15 minutes a delay travels as the
-# envelope's ETA and the worker re-sends the job every 15 minutes until it is due: a year is already
-# 35,000 re-sends, and 1e12 s is past the last date a datetime can hold.
-MAX_DELAY_S = 366 * 24 * 3600
 
 
 def int_in(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,16 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.endpoint_url == "http://127.0.0.1:4566"
     monkeypatch.delenv("CLOUDQ_BROKER", raising=False)
     assert cloudq.Settings().broker == "local"
+
+
+@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -1, 1e12, "10"])
+def test_a_delay_that_cannot_work_is_refused_in_one_line(delay: Any) -> None:
+    """with_options(delay=nan/inf/negative/huge/not a number) fails with one ConfigurationError line, nothing sent."""
+    app = cloudq.App("shop", settings=cloudq.Settings(broker="memory"))
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    with pytest.raises(cloudq.ConfigurationError, match=r"delay must be 0\.\.31622400 seconds"):
+        t.with_options(delay=delay).delay()
+    assert app.broker.stats("default").visible == 0  # type: ignore[attr-defined]
