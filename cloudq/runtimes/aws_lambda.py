@@ -101,9 +101,13 @@ class LambdaContext(Protocol):
 class HandlerApp(Protocol):
     """What the handler needs of a :class:`cloudq.App` (typed here so this module never imports it)."""
 
-    settings: Settings | EnvSettings
-    consumer: Consumer
     registry: Registry
+
+    @property
+    def settings(self) -> Settings | EnvSettings: ...
+
+    @property
+    def consumer(self) -> Consumer: ...
 
     async def aclose(self) -> None: ...
 
