@@ -38,6 +38,7 @@ import structlog
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
 from cloudq.errors import BrokerError, BrokerUnavailable
 from cloudq.runtimes.acks import AckBatcher
+from cloudq.runtimes.burst import PendingRetries
 from cloudq.runtimes.slots import Slots
 from cloudq.runtimes.threads import ThreadResults
 
@@ -127,8 +128,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._running: set[_Job] = set()
         self._started_jobs = 0
-        # Retries this worker scheduled and has not seen again: queue -> message id -> (delivery, due).
-        self._retries: dict[str, dict[str, tuple[Delivery, float]]] = defaultdict(dict)
+        self._retries = PendingRetries(burst_retry_wait_s)  # scheduled by a burst and not seen again
         self._releasing: set[asyncio.Task[None]] = set()  # releases a stopping poller started (see _release_now)
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
@@ -271,16 +271,14 @@ class Worker:
                 return
             if not deliveries:
                 logger.debug("worker.empty_poll", queue=queue)
-                if self.burst and not self._running and not self._retry_due_soon(physical):
+                if self.burst and not self._running and not self._retries.due_soon(physical):
                     self._drained = True
                     return
                 if self.wait_s < 1:
                     await asyncio.sleep(0.01)  # a short poll came back empty: do not spin the loop
                 continue
-            retries = self._retries.get(physical)
             for delivery in deliveries:
-                if retries:
-                    retries.pop(delivery.message_id, None)
+                self._retries.seen(physical, delivery)
                 self._start(queue, physical, delivery)
 
     async def _give_back_answered(self, physical: str, receiving: asyncio.Future[list[Delivery]]) -> None:
@@ -344,7 +342,7 @@ class Worker:
         elif kind == "retry":
             self.stats.retried += 1
             if self.burst and settled.delay_s is not None:
-                self._retries[job.physical][job.delivery.message_id] = (job.delivery, time.monotonic() + settled.delay_s)
+                self._retries.add(job.physical, job.delivery, settled.delay_s)
         elif kind == "dead_letter":
             self.stats.dead_lettered += 1
         else:
@@ -352,18 +350,11 @@ class Worker:
         if settled.done:
             self._acks.add(job.physical, job.delivery)
 
-    def _retry_due_soon(self, physical: str) -> bool:
-        """Whether a retry this worker scheduled on ``physical`` comes back within the burst's bound."""
-        horizon = time.monotonic() + self.burst_retry_wait_s
-        return any(due <= horizon for _, due in self._retries.get(physical, {}).values())
-
     async def _release_retries(self) -> None:
         """At the end of a burst, retries due beyond the bound are made visible now, not left in flight."""
-        for physical, retries in self._retries.items():
-            if retries:
-                logger.info("worker.retries_released", queue=physical, count=len(retries))
-                await self._nack(physical, [delivery for delivery, _ in retries.values()])
-        self._retries.clear()
+        for physical, deliveries in self._retries.take_all().items():
+            logger.info("worker.retries_released", queue=physical, count=len(deliveries))
+            await self._nack(physical, deliveries)
 
     async def _nack(self, physical: str, deliveries: Sequence[Delivery]) -> None:
         """Make messages visible again at once (shutdown): another worker takes them now."""
