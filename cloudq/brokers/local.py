@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from cloudq.brokers import local_sql
 from cloudq.brokers.base import Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats, is_fifo
@@ -38,8 +38,11 @@ from cloudq.transient import call_retrying
 
 __all__ = ["LocalBroker"]
 
+T = TypeVar("T")
+
 
 _BUSY_TIMEOUT_MS = 10_000
+_CLOSE_WAIT_S = 5.0  # how long close waits for calls still running in threads
 _POLL_MIN_S = 0.02
 _POLL_MAX_S = 0.05
 class _ThreadConnection(threading.local):
@@ -64,6 +67,8 @@ class LocalBroker:
         self.clock = clock
         self._local = _ThreadConnection()
         self._lock = threading.Lock()
+        self._calls = 0  # sync calls running in threads for async callers (see _offload and close)
+        self._calls_done = threading.Condition()
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +103,7 @@ class LocalBroker:
         return ids
 
     async def asend(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
-        return await asyncio.to_thread(self.send, queue, messages)
+        return await self._offload(self.send, queue, messages)
 
     # -- consumer ---------------------------------------------------------------------------
     async def receive(
@@ -118,13 +123,13 @@ class LocalBroker:
     async def _receive_in_thread(self, queue: str, max_messages: int, visibility_timeout_s: int | None) -> list[Delivery]:
         """A thread cannot be cancelled: if the caller is (a worker stopping), the receive still
         completes, and what it took is made visible again at once instead of after its timeout."""
-        receiving = asyncio.ensure_future(asyncio.to_thread(self.receive_now, queue, max_messages, visibility_timeout_s))
+        receiving = asyncio.ensure_future(self._offload(self.receive_now, queue, max_messages, visibility_timeout_s))
         try:
             return await asyncio.shield(receiving)
         except asyncio.CancelledError:
             taken = await receiving
             if taken:
-                await asyncio.to_thread(self._change_visibility, queue, taken, 0)
+                await self._offload(self._change_visibility, queue, taken, 0)
             raise
 
     def receive_now(self, queue: str, max_messages: int, visibility_timeout_s: int | None = None) -> list[Delivery]:
@@ -146,7 +151,7 @@ class LocalBroker:
         return bool(self._read(sql, (queue, self.clock())))
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        await asyncio.to_thread(self._ack, queue, deliveries)
+        await self._offload(self._ack, queue, deliveries)
 
     def _ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         keys = local_sql.receipt_keys(queue, deliveries)
@@ -155,7 +160,7 @@ class LocalBroker:
                 db.executemany("DELETE FROM messages WHERE id = ? AND queue = ? AND receipt = ?", keys)
 
     async def change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
-        await asyncio.to_thread(self._change_visibility, queue, deliveries, timeout_s)
+        await self._offload(self._change_visibility, queue, deliveries, timeout_s)
 
     def _change_visibility(self, queue: str, deliveries: Sequence[Delivery], timeout_s: int) -> None:
         keys = local_sql.receipt_keys(queue, deliveries)
@@ -221,7 +226,13 @@ class LocalBroker:
             return db.execute("DELETE FROM messages WHERE queue = ?", (queue,)).rowcount
 
     def close(self) -> None:
-        """Close every thread's connection; a later call opens fresh ones."""
+        """Close every thread's connection; a later call opens fresh ones.
+
+        Calls still running in threads are waited for first (up to ``_CLOSE_WAIT_S``): a caller cancelled
+        while its thread works (a worker stopping mid-release) must not have the connection closed under it,
+        which would lose that write without a word."""
+        with self._calls_done:
+            self._calls_done.wait_for(lambda: self._calls == 0, timeout=_CLOSE_WAIT_S)
         with self._lock:
             connections, self._connections = self._connections, []
             self._generation += 1
@@ -230,6 +241,20 @@ class LocalBroker:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a sync call in a thread, counted so that :meth:`close` waits for it."""
+        return await asyncio.to_thread(self._counted, fn, *args)
+
+    def _counted(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._calls_done:
+            self._calls += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
 
     # -- connections and transactions -------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
