@@ -153,7 +153,7 @@ class Consumer:
         log = logger.bind()
         log.debug("job.received")
         started = time.perf_counter()
-        job = Job(delivery.message_id, "", queue, attempt, delivery.message_id, enqueued_at=delivery.sent_at)
+        job: Job | None = None
         task: Task[Any, Any] | None = None
         try:
             envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
@@ -168,7 +168,7 @@ class Consumer:
                 on_start(task)
             token = _current.set(job)
             try:
-                await self.middleware.run(job, lambda: call_task(task, envelope, run_sync))  # type: ignore[arg-type]
+                await self.middleware.run(job, lambda: call_task(task, envelope, run_sync))
             finally:
                 _current.reset(token)
         except asyncio.CancelledError:
@@ -177,6 +177,8 @@ class Consumer:
             max_retries = task.max_retries if task is not None else self.max_retries
             outcome = self.policy.decide(exc, attempt=attempt, max_retries=max_retries, source_queue=queue)
             _log_failure(log, exc, outcome, _ms_since(started))
+            if job is None:  # the body is not a valid envelope: on_outcome still hears of it, named by the message
+                job = Job(delivery.message_id, "", queue, attempt, delivery.message_id, enqueued_at=delivery.sent_at)
             return job, outcome
         log.info("job.succeeded", duration_ms=_ms_since(started))
         return job, Outcome.ack()

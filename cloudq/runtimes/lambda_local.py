@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventSourceMapping", "LocalContext", "LocalStats", "sqs_event", "sqs_record"]
 
-logger = structlog.get_logger("cloudq.runtimes.lambda_local")
+logger = structlog.get_logger("cloudq.lambda_local")
 
 LOCAL_ACCOUNT_ID = "000000000000"  # LocalStack's account; ARNs only need to parse like AWS's
 LOCAL_SENDER_ID = "AIDAIENQZJOLO23YVJ4VO"  # the IAM user id in AWS's example SQS event

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker", "WorkerStats"]
 
-logger = structlog.get_logger("cloudq.runtimes.worker")
+logger = structlog.get_logger("cloudq.worker")
 
 _GATHER_S = 0.02  # longest wait for more free slots before a receive (see cloudq.runtimes.slots)
 _ROTATE_WAIT_S = 1  # long poll when there are fewer slots than queues, so that slots rotate
@@ -221,9 +221,13 @@ class Worker:
                 return True
             except BrokerUnavailable as exc:
                 failures += 1
-                logger.warning("worker.broker_unavailable", phase="start", error=str(exc), failures=failures)
-                await self._sleep(_backoff_s(failures))
-        return not self._stopping.is_set()
+                await self._wait_out(exc, failures, phase="start")
+        return False
+
+    async def _wait_out(self, exc: BrokerUnavailable, failures: int, **where: str) -> None:
+        """An unreachable broker: log it, then pause (growing with ``failures``) unless asked to stop."""
+        logger.warning("worker.broker_unavailable", **where, error=str(exc), failures=failures)
+        await self._sleep(_backoff_s(failures))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker is asked to stop."""
@@ -260,8 +264,7 @@ class Worker:
                 raise
             except BrokerUnavailable as exc:
                 failures += 1
-                logger.warning("worker.broker_unavailable", queue=queue, error=str(exc), failures=failures)
-                await self._sleep(_backoff_s(failures))
+                await self._wait_out(exc, failures, queue=queue)
                 continue
             failures = 0
             self._slots.release(wanted - len(deliveries))
