@@ -9,7 +9,8 @@ delay and the worker re-sends it until it is due.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,17 @@ class Producer:
         self.settings = settings
         self._broker = broker
         self.middleware = middleware
+
+    @contextmanager
+    def sending_to(self, broker: Broker) -> Iterator[None]:
+        """Send through ``broker`` instead of the app's inside the block (``cloudq.testing.eager`` runs
+        each job at once this way); the app's broker is back afterwards, error or not."""
+        previous = self._broker
+        self._broker = lambda: broker
+        try:
+            yield
+        finally:
+            self._broker = previous
 
     def _build(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
         queue = options.queue or queue

@@ -224,14 +224,8 @@ def eager(app: App) -> Iterator[None]:
     caller's process, through the consumer core, and raise what the task raised (``cloudq.Retry`` and
     ``Reject`` included); send delays are ignored. They return their ``JobRef`` as usual. No broker is
     used or created; middleware's ``on_enqueue``, ``on_job`` and ``on_outcome`` all run."""
-    producer = app.producer
-    previous = producer._broker  # noqa: SLF001 - the producer's one seam to the broker; restored on exit
-    runner = _EagerBroker(app)
-    producer._broker = lambda: runner  # type: ignore[assignment,return-value]  # noqa: SLF001
-    try:
+    with app.producer.sending_to(_EagerBroker(app)):  # type: ignore[arg-type]  # sends only: all eager needs
         yield
-    finally:
-        producer._broker = previous  # noqa: SLF001
 
 
 class _EagerBroker:
