@@ -42,6 +42,19 @@ FUNCTION = textwrap.dedent(
 )
 
 
+def run_function(source: str, function_name: str, endpoint: str, prefix: str) -> tuple[dict[str, Any], str]:
+    """Run ``source`` in a fresh interpreter as the Lambda runtime would (AWS_LAMBDA_FUNCTION_NAME set, settings
+    from CLOUDQ_* only); returns the JSON report it prints last, and its stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
+    env.update(
+        AWS_LAMBDA_FUNCTION_NAME=function_name, CLOUDQ_BROKER="sqs", CLOUDQ_ENDPOINT_URL=endpoint,
+        CLOUDQ_REGION="us-east-1", CLOUDQ_QUEUE_PREFIX=prefix, CLOUDQ_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", source], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr
+
+
 def test_records_settle_through_boto3_threads_inside_the_lambda_runtime(localstack_endpoint: str, prefix: str, sqs_client: Any) -> None:
     settings = cloudq.Settings(broker="sqs", endpoint_url=localstack_endpoint, region="us-east-1", queue_prefix=prefix)
     producer = cloudq.App("shop", settings=settings)  # enqueues by task name, to the default queue
@@ -51,14 +64,7 @@ def test_records_settle_through_boto3_threads_inside_the_lambda_runtime(localsta
     rejected = producer.enqueue("crm.notify_legacy", "customer-1")  # Reject: sent to the DLQ
     producer.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
-    env.update(
-        AWS_LAMBDA_FUNCTION_NAME="shop-worker", CLOUDQ_BROKER="sqs", CLOUDQ_ENDPOINT_URL=localstack_endpoint,
-        CLOUDQ_REGION="us-east-1", CLOUDQ_QUEUE_PREFIX=prefix, CLOUDQ_LOG_LEVEL="WARNING",
-    )  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", FUNCTION], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report, _ = run_function(FUNCTION, "shop-worker", localstack_endpoint, prefix)
 
     assert report["received"] == 2
     assert report["result"] == {"batchItemFailures": [{"itemIdentifier": retried.message_id}]}
@@ -103,15 +109,8 @@ def test_adelay_from_a_task_works_without_the_async_stack_installed(localstack_e
     job = producer.enqueue("it.fan_out", 41)
     producer.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
-    env.update(
-        AWS_LAMBDA_FUNCTION_NAME="fan-out", CLOUDQ_BROKER="sqs", CLOUDQ_ENDPOINT_URL=localstack_endpoint,
-        CLOUDQ_REGION="us-east-1", CLOUDQ_QUEUE_PREFIX=prefix, CLOUDQ_LOG_LEVEL="WARNING",
-    )  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", guard() + FAN_OUT], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert run.returncode == 0, run.stderr
-    assert "async_client_unavailable" not in run.stderr  # never even tried to build an aioboto3 client
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report, stderr = run_function(guard() + FAN_OUT, "fan-out", localstack_endpoint, prefix)
+    assert "async_client_unavailable" not in stderr  # never even tried to build an aioboto3 client
 
     assert report == {"result": {"batchItemFailures": []}, "received": 1, "async_io": "threads"}
     url = sqs_client.get_queue_url(QueueName=f"{prefix}default")["QueueUrl"]

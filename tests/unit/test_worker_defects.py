@@ -31,8 +31,9 @@ def make_app(broker: MemoryBroker | None = None, **settings: Any) -> cloudq.App:
     return cloudq.App("shop", settings=cloudq.Settings(**values), broker=broker or MemoryBroker())
 
 
-async def test_one_slot_serves_every_queue_and_max_tasks_ends_the_run() -> None:
-    """-c 1 with two queues (long polls of 20 s): jobs waiting in either queue run, and --max-tasks ends it."""
+def two_queue_app() -> tuple[cloudq.App, list[str], Any, Any]:
+    """An app with a task on the default queue and one on billing, long polls of 20 s; ``ran`` names the
+    queue of each job run, in order."""
     app = make_app(wait_time_s=20)
     ran: list[str] = []
 
@@ -44,6 +45,12 @@ async def test_one_slot_serves_every_queue_and_max_tasks_ends_the_run() -> None:
     def b() -> None:
         ran.append("billing")
 
+    return app, ran, a, b
+
+
+async def test_one_slot_serves_every_queue_and_max_tasks_ends_the_run() -> None:
+    """-c 1 with two queues (long polls of 20 s): jobs waiting in either queue run, and --max-tasks ends it."""
+    app, ran, _, b = two_queue_app()
     for _ in range(2):
         b.delay()
     worker = Worker(app, concurrency=1, max_tasks=2)
@@ -54,17 +61,7 @@ async def test_one_slot_serves_every_queue_and_max_tasks_ends_the_run() -> None:
 
 async def test_slots_rotate_among_queues_when_both_have_jobs() -> None:
     """With one slot and work in both queues, the queues take turns: neither waits for the other to drain."""
-    app = make_app(wait_time_s=20)
-    ran: list[str] = []
-
-    @app.task(name="a")
-    def a() -> None:
-        ran.append("default")
-
-    @app.task(name="b", queue="billing")
-    def b() -> None:
-        ran.append("billing")
-
+    app, ran, a, b = two_queue_app()
     for _ in range(5):
         a.delay()
         b.delay()
