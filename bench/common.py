@@ -144,13 +144,9 @@ def aws_defaults() -> None:
 
 def sqs_client(endpoint: str, pool: int = 10) -> Any:
     """A plain boto3 SQS client, configured like cloudq's own (standard retries, same timeouts)."""
-    import boto3
-    import botocore.config
+    from bench.raw_client import sqs_client as raw_sqs_client
 
-    config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=pool, connect_timeout=5, read_timeout=30
-    )
-    return boto3.session.Session(region_name=REGION).client("sqs", endpoint_url=endpoint, config=config)
+    return raw_sqs_client(endpoint, REGION, pool)
 
 
 class QueueFactory:

@@ -21,12 +21,9 @@ def noop() -> None:
 
 
 def main(queue_name: str, n: int) -> int:
-    import boto3
-    import botocore.config
+    from bench.raw_client import sqs_client
 
-    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=10, connect_timeout=5, read_timeout=30)
-    session = boto3.session.Session(region_name=os.environ.get("CLOUDQ_REGION", "us-east-1"))
-    client = session.client("sqs", endpoint_url=os.environ["CLOUDQ_ENDPOINT_URL"], config=config)
+    client = sqs_client(os.environ["CLOUDQ_ENDPOINT_URL"], os.environ.get("CLOUDQ_REGION", "us-east-1"))
     url = client.get_queue_url(QueueName=queue_name)["QueueUrl"]
     done = 0
     while done < n:
