@@ -1,0 +1,106 @@
+"""``python -m chaos``: the chaos suite (what ``make chaos`` runs). See chaos/README.md.
+
+For each broker, the same jobs twice: a baseline without faults, then the run with faults; prints the
+figures side by side and one JSON line, and exits 1 if a check failed in any run, 2 for a set-up problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import urllib.request
+from typing import Any
+
+from chaos.run import RunConfig, run
+
+_ROWS = [
+    ("jobs", "jobs"), ("workers spawned", "spawned"), ("drain s (queue empty)", "drain_s"), ("last job done s", "last_job_s"),
+    ("lost", "lost"), ("duplicate runs", "duplicate_runs"), ("duplicates by cause", "duplicates_by_cause"),
+    ("crashes", "crashes"), ("SIGKILLs", "sigkilled"), ("SIGTERMs", "sigtermed"), ("in hand at SIGKILL", "in_hand_at_sigkill"),
+    ("stranded by SIGTERM", "stranded_by_sigterm"), ("SIGTERM exit s (median/max)", "sigterm_exit"),
+    ("started while down", "started_while_down"), ("failed runs (planned)", "failed_runs"), ("DLQ", "dlq_summary"),
+    ("left in queue", "left_in_queue"),
+]  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    p.add_argument("--jobs", "-n", type=int, default=30_000, help="jobs per run (default 30000)")
+    p.add_argument("--workers", "-k", type=int, default=6, help="worker processes (default 6)")
+    p.add_argument("--seed", type=int, default=16, help="seed of the job mix and the fault schedule (default 16)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds the fault schedule spans (default 120)")
+    p.add_argument("--broker", choices=["sqs", "local", "both"], default="both")
+    p.add_argument("--endpoint", default=os.environ.get("CLOUDQ_CHAOS_ENDPOINT"), help="LocalStack (default $CLOUDQ_CHAOS_ENDPOINT)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="longest a run may take to drain, in seconds")
+    p.add_argument("--outage", type=float, default=10.0, help="seconds of each outage (default 10)")
+    p.add_argument("--throttle", type=float, default=30.0, help="seconds of 10%% throttled calls (default 30)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the run without faults")
+    return p
+
+
+def _cell(figures: dict[str, Any] | None, key: str) -> str:
+    if figures is None:
+        return "-"
+    if key == "sigterm_exit":
+        return f"{figures['sigterm_exit_s_median']}/{figures['sigterm_exit_s_max']}"
+    if key == "dlq_summary":
+        d = figures["dlq"]
+        return f"{d['poison_with_reason']}/{d['poison_expected']} poison with reason, {len(d['good_jobs_there'])} good, {d['extra_copies']} extra copies"
+    if key == "crashes":
+        return str(len(figures["crashes"]))
+    value = figures[key]
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _print_table(broker: str, baseline: dict[str, Any] | None, faulted: dict[str, Any]) -> None:
+    print(f"\n== {broker}: {faulted['jobs']} jobs, {faulted['workers']} workers, seed {faulted['seed']}")
+    print(f"{'':30} {'baseline':>14}  with faults")
+    for label, key in _ROWS:
+        print(f"{label:30} {_cell(baseline, key):>14}  {_cell(faulted, key)}")
+    if baseline and baseline["drain_s"] and faulted["drain_s"]:
+        print(f"{'drain time with / without':30} {faulted['drain_s'] / baseline['drain_s']:>14.2f}x")
+    print(f"faults injected: {json.dumps(faulted['faults'])}")
+    for name, figures in (("baseline", baseline), ("faults", faulted)):
+        for failure in (figures or {}).get("failures", []):
+            print(f"FAIL [{broker} {name}] {failure}")
+
+
+def _reachable(endpoint: str) -> bool:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"{endpoint}/_localstack/health", timeout=5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def _main(ns: argparse.Namespace) -> int:
+    brokers = ["sqs", "local"] if ns.broker == "both" else [ns.broker]
+    if "sqs" in brokers and not (ns.endpoint and _reachable(ns.endpoint)):
+        print(f"chaos: no LocalStack at {ns.endpoint!r}; set CLOUDQ_CHAOS_ENDPOINT or --endpoint (or use make chaos)", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {}
+    for broker in brokers:
+        config = RunConfig(
+            broker, ns.jobs, ns.workers, ns.seed, ns.duration, faults=False, endpoint=ns.endpoint,
+            timeout_s=ns.timeout, outage_s=ns.outage, throttle_s=ns.throttle,
+        )  # fmt: skip
+        baseline = None if ns.no_baseline else await run(config)
+        faulted = await run(dataclasses.replace(config, faults=True))
+        _print_table(broker, baseline, faulted)
+        results[broker] = {"baseline": baseline, "faults": faulted}
+    failed = any(r and r["failures"] for pair in results.values() for r in pair.values())
+    print(json.dumps({b: {k: v and {x: v[x] for x in ("drain_s", "lost", "duplicate_runs", "duplicates_by_cause", "crashes", "stranded_by_sigterm", "faults", "failures")} for k, v in pair.items()} for b, pair in results.items()}))
+    print("chaos: FAILED" if failed else "chaos: all checks passed")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    return asyncio.run(_main(_parser().parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
