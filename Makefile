@@ -5,8 +5,9 @@
 #   PYTHON=python3            interpreter for .venv (any >= 3.10)
 #   PYTEST_ARGS='-k fifo -x'  extra pytest arguments for the test targets
 #   BENCH_ARGS=...            extra arguments for `python -m bench`
+#   CHAOS_ARGS='-n 5000 -k 4 --seed 7 --duration 60'   arguments for `python -m chaos` (make chaos)
 #   CLOUDQ_TEST_ENDPOINT=http://127.0.0.1:4566   test against that LocalStack instead of starting one
-#   LOCALSTACK_TEST_PORT=4567  LOCALSTACK_BENCH_PORT=4568  LOCALSTACK_PORT=4566 (localstack-up/down)
+#   LOCALSTACK_TEST_PORT=4567  LOCALSTACK_BENCH_PORT=4568  LOCALSTACK_CHAOS_PORT=4569  LOCALSTACK_PORT=4566 (localstack-up/down)
 
 SHELL := bash
 PYTHON ?= python3
@@ -17,15 +18,17 @@ VENV_STAMP := $(VENV)/.cloudq-installed
 
 LOCALSTACK_TEST_PORT ?= 4567
 LOCALSTACK_BENCH_PORT ?= 4568
+LOCALSTACK_CHAOS_PORT ?= 4569
 LOCALSTACK_PORT ?= 4566
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 LAMBDA_BUILD := .build/lambda
 LAMBDA_ZIP := .build/shop-lambda.zip
 # Exported rather than pasted into the command line, so that quotes inside them survive intact.
-export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
+export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT LOCALSTACK_CHAOS_PORT PYTEST_ARGS BENCH_ARGS CHAOS_ARGS
 
-.PHONY: help venv demo test test-unit test-integration bench lock lambda-package localstack-up localstack-down localstack-status
+.PHONY: help venv demo test test-unit test-integration bench chaos lock lambda-package localstack-up localstack-down localstack-status
 
 help:
 	@echo "make venv              create .venv and pip install -e '.[bench,demo]' --group dev"
@@ -34,6 +37,7 @@ help:
 	@echo "make test-unit         unit tests only (no LocalStack)"
 	@echo "make test-integration  integration tests only, with LocalStack like 'make test'"
 	@echo "make bench             benchmarks, against a LocalStack on port $(LOCALSTACK_BENCH_PORT)"
+	@echo "make chaos             the chaos suite (chaos/README.md): 30000 jobs, 6 workers, faults; LocalStack on port $(LOCALSTACK_CHAOS_PORT); CHAOS_ARGS"
 	@echo "make lock              re-pin requirements/runtime.txt and lambda.txt (Docker image, Lambda package) from pyproject.toml"
 	@echo "make lambda-package    build $(LAMBDA_ZIP), the example's Lambda package (serverless.yml), without aioboto3/aiohttp"
 	@echo "make localstack-up     start LocalStack on port $(LOCALSTACK_PORT) for development (localstack-down stops it)"
@@ -67,6 +71,10 @@ test-integration: venv
 
 bench: venv
 	bash scripts/bench.sh
+
+# Not part of `make test`: tens of minutes at its defaults. Its smoke run is (pytest -m chaos).
+chaos: venv
+	bash scripts/chaos.sh
 
 lock: venv
 	$(VENV)/bin/python scripts/lock.py

@@ -20,7 +20,7 @@ from chaos.run import RunConfig, run
 _ROWS = [
     ("jobs", "jobs"), ("workers spawned", "spawned"), ("drain s (queue empty)", "drain_s"), ("last job done s", "last_job_s"),
     ("lost", "lost"), ("duplicate runs", "duplicate_runs"), ("duplicates by cause", "duplicates_by_cause"),
-    ("crashes", "crashes"), ("SIGKILLs", "sigkilled"), ("SIGTERMs", "sigtermed"), ("in hand at SIGKILL", "in_hand_at_sigkill"),
+    ("crashes", "crashes"), ("SIGKILLs", "sigkilled"), ("SIGTERMs", "sigtermed"), ("SIGTERM'd during start-up", "sigterm_during_start_up"), ("in hand at SIGKILL", "in_hand_at_sigkill"),
     ("stranded by SIGTERM", "stranded_by_sigterm"), ("SIGTERM exit s (median/max)", "sigterm_exit"),
     ("started while down", "started_while_down"), ("failed runs (planned)", "failed_runs"), ("DLQ", "dlq_summary"),
     ("left in queue", "left_in_queue"),

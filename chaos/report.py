@@ -86,6 +86,7 @@ def _workers(run: _Run, events_by_worker: dict[str, set[str]]) -> tuple[dict[str
         "spawned": len(pool.all),
         "sigkilled": len(sigkilled),
         "sigtermed": len(sigtermed),
+        "sigterm_during_start_up": sum(1 for w in sigtermed if w.died_of_sigterm),
         "started_while_down": sum(1 for w in pool.all if w.started_while_down),
         "crashes": crashes,
         "stranded_by_sigterm": sum(strands.values()),

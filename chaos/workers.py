@@ -37,12 +37,18 @@ class WorkerProcess:
 
     @property
     def crashed(self) -> bool:
-        """Exited, and not as the suite's signal says it should: SIGKILL kills; SIGTERM exits 0."""
+        """Exited, and not because of the suite's signal: SIGKILL kills; SIGTERM exits 0 once the worker
+        has installed its handler, and kills it by the default action before (still the suite's doing)."""
         if self.returncode is None:
             return False
         if self.signalled == "SIGKILL":
             return self.returncode != -signal.SIGKILL
-        return not (self.signalled == "SIGTERM" and self.returncode == 0)
+        return not (self.signalled == "SIGTERM" and self.returncode in (0, -signal.SIGTERM))
+
+    @property
+    def died_of_sigterm(self) -> bool:
+        """SIGTERM'd while starting up, before the worker's handler was installed (it had taken no job)."""
+        return self.signalled == "SIGTERM" and self.returncode == -signal.SIGTERM
 
 
 class WorkerPool:
