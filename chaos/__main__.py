@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from chaos.run import RunConfig, run
+from chaos.run import ROOT, RunConfig, run
 
 _ROWS = [
     ("jobs", "jobs"), ("workers spawned", "spawned"), ("drain s (queue empty)", "drain_s"), ("last job done s", "last_job_s"),
@@ -32,13 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-n", type=int, default=30_000, help="jobs per run (default 30000)")
     p.add_argument("--workers", "-k", type=int, default=6, help="worker processes (default 6)")
     p.add_argument("--seed", type=int, default=16, help="seed of the job mix and the fault schedule (default 16)")
-    p.add_argument("--duration", type=float, default=120.0, help="seconds the fault schedule spans (default 120)")
+    p.add_argument("--duration", type=float, help="seconds the fault schedule spans (default: 90%% of the baseline's drain, so every fault lands while jobs run; 120 without a baseline)")
     p.add_argument("--broker", choices=["sqs", "local", "both"], default="both")
     p.add_argument("--endpoint", default=os.environ.get("CLOUDQ_CHAOS_ENDPOINT"), help="LocalStack (default $CLOUDQ_CHAOS_ENDPOINT)")
     p.add_argument("--timeout", type=float, default=1800.0, help="longest a run may take to drain, in seconds")
     p.add_argument("--outage", type=float, default=10.0, help="seconds of each outage (default 10)")
     p.add_argument("--throttle", type=float, default=30.0, help="seconds of 10%% throttled calls (default 30)")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without faults")
+    p.add_argument("--out", type=Path, default=ROOT / ".chaos", help="journals, logs and figures.json of each run (default .chaos/)")
     return p
 
 
@@ -49,7 +51,7 @@ def _cell(figures: dict[str, Any] | None, key: str) -> str:
         return f"{figures['sigterm_exit_s_median']}/{figures['sigterm_exit_s_max']}"
     if key == "dlq_summary":
         d = figures["dlq"]
-        return f"{d['poison_with_reason']}/{d['poison_expected']} poison with reason, {len(d['good_jobs_there'])} good, {d['extra_copies']} extra copies"
+        return f"{d['poison_with_reason']}/{d['poison_expected']} poison with reason, {len(d['good_jobs_there'])} good, {d['extra_copies']} extra copies {json.dumps(d['extra_copies_by_cause'])}"
     if key == "crashes":
         return str(len(figures["crashes"]))
     value = figures[key]
@@ -57,7 +59,7 @@ def _cell(figures: dict[str, Any] | None, key: str) -> str:
 
 
 def _print_table(broker: str, baseline: dict[str, Any] | None, faulted: dict[str, Any]) -> None:
-    print(f"\n== {broker}: {faulted['jobs']} jobs, {faulted['workers']} workers, seed {faulted['seed']}")
+    print(f"\n== {broker}: {faulted['jobs']} jobs, {faulted['workers']} workers, seed {faulted['seed']}, faults over {faulted['duration_s']} s")
     print(f"{'':30} {'baseline':>14}  with faults")
     for label, key in _ROWS:
         print(f"{label:30} {_cell(baseline, key):>14}  {_cell(faulted, key)}")
@@ -67,6 +69,15 @@ def _print_table(broker: str, baseline: dict[str, Any] | None, faulted: dict[str
     for name, figures in (("baseline", baseline), ("faults", faulted)):
         for failure in (figures or {}).get("failures", []):
             print(f"FAIL [{broker} {name}] {failure}")
+
+
+def _duration(given: float | None, baseline: dict[str, Any] | None) -> float:
+    """The fault schedule's span: as given, else 90% of the baseline's drain (the faults then slow it)."""
+    if given:
+        return given
+    if baseline and baseline["drain_s"]:
+        return round(0.9 * baseline["drain_s"], 1)
+    return 120.0
 
 
 def _reachable(endpoint: str) -> bool:
@@ -85,11 +96,11 @@ async def _main(ns: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
     for broker in brokers:
         config = RunConfig(
-            broker, ns.jobs, ns.workers, ns.seed, ns.duration, faults=False, endpoint=ns.endpoint,
-            timeout_s=ns.timeout, outage_s=ns.outage, throttle_s=ns.throttle,
+            broker, ns.jobs, ns.workers, ns.seed, ns.duration or 0.0, faults=False, endpoint=ns.endpoint,
+            timeout_s=ns.timeout, outage_s=ns.outage, throttle_s=ns.throttle, out_dir=ns.out,
         )  # fmt: skip
         baseline = None if ns.no_baseline else await run(config)
-        faulted = await run(dataclasses.replace(config, faults=True))
+        faulted = await run(dataclasses.replace(config, faults=True, duration_s=_duration(ns.duration, baseline)))
         _print_table(broker, baseline, faulted)
         results[broker] = {"baseline": baseline, "faults": faulted}
     failed = any(r and r["failures"] for pair in results.values() for r in pair.values())

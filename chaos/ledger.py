@@ -33,7 +33,7 @@ class Ledger:
     deleted: dict[str, set[Receive]] = field(default_factory=lambda: defaultdict(set))
     released: dict[str, set[Receive]] = field(default_factory=lambda: defaultdict(set))
     settled: dict[str, dict[Receive, str]] = field(default_factory=lambda: defaultdict(dict))
-    dead_lettered: set[str] = field(default_factory=set)  # message ids the consumer dead-lettered
+    dead_lettered: Counter[str] = field(default_factory=Counter)  # message id -> times the consumer dead-lettered it
     outcomes: Counter[str] = field(default_factory=Counter)
     _offsets: dict[Path, int] = field(default_factory=dict)
 
@@ -69,7 +69,7 @@ class Ledger:
             self.settled[worker][delivery] = r["o"]
             self.outcomes[r["o"]] += 1
             if r["o"] == "dead_letter":
-                self.dead_lettered.add(delivery[0])
+                self.dead_lettered[delivery[0]] += 1
 
     def unsettled(self, worker: str) -> set[Receive]:
         """Deliveries ``worker`` received and neither ran to an outcome, deleted nor released: after a

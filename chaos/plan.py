@@ -71,13 +71,14 @@ class Fault:
 
 
 def fault_schedule(duration_s: float, seed: int, *, network: bool, outage_s: float = 10.0, throttle_s: float = 30.0) -> list[Fault]:
-    """The faults of one run over ``duration_s``, in time order.
+    """The faults of one run over about ``duration_s``, in time order.
 
     Network faults (``network``; SQS through the proxy): background latency and connection resets, two
     outages of ``outage_s`` (a worker is started during the first), ``throttle_s`` of 10% throttled or
-    5xx calls. Always: a SIGKILL storm (a worker every 2-5 s, replaced at once), a rolling SIGTERM deploy,
-    and on the local broker a second storm. SIGTERMs are kept out of outages: a worker stopped while
-    the endpoint is down cannot release what it holds, whatever it does.
+    5xx calls. Always: a SIGKILL storm (a worker every 2-5 s, replaced at once) and a rolling SIGTERM
+    deploy, which on SQS runs while calls are throttled; on the local broker a second storm follows it.
+    SIGTERMs are kept out of outages: a worker stopped while the endpoint is down cannot release what it
+    holds, whatever it does. The deploy is struck in full before the next fault, however long it takes.
     """
     rng = random.Random(f"faults-{seed}")
     d = duration_s
@@ -90,17 +91,17 @@ def fault_schedule(duration_s: float, seed: int, *, network: bool, outage_s: flo
             t += rng.uniform(2, 5)
 
     if network:
-        faults.append(Fault(0.04 * d, "noise", 1))
-        storm(0.08 * d, 0.33 * d)
-        outage = 0.36 * d + rng.uniform(0, 2)
+        faults.append(Fault(0.02 * d, "noise", 1))
+        storm(0.06 * d, 0.3 * d)
+        outage = 0.32 * d + rng.uniform(0, 1)
         faults += [Fault(outage, "down"), Fault(outage + min(3.0, outage_s / 2), "spawn"), Fault(outage + outage_s, "up")]
-        throttle = 0.48 * d + rng.uniform(0, 2)
+        throttle = max(0.47 * d, outage + outage_s + 2)
         faults += [Fault(throttle, "throttle", 0.10), Fault(throttle + throttle_s, "throttle", 0.0)]
-        faults.append(Fault(0.76 * d, "deploy"))
-        outage = 0.92 * d
+        faults.append(Fault(throttle + min(5.0, throttle_s / 5), "deploy"))
+        outage = max(0.85 * d, throttle + throttle_s + 2)
         faults += [Fault(outage, "down"), Fault(outage + outage_s, "up"), Fault(outage + outage_s + 1, "noise", 0)]
     else:
-        storm(0.05 * d, 0.3 * d)
-        faults.append(Fault(0.35 * d, "deploy"))
-        storm(0.55 * d, 0.8 * d)
+        storm(0.05 * d, 0.35 * d)
+        faults.append(Fault(0.4 * d, "deploy"))
+        storm(0.6 * d, 0.9 * d)
     return sorted(faults, key=lambda f: f.at_s)

@@ -60,6 +60,7 @@ def _dlq(run: _Run) -> dict[str, Any]:
         elif delivery.attributes.get("cloudq-reason") != POISON_REASONS[job.kind]:
             wrong_reason.append(f"{job.kind} {job.key}: {delivery.attributes.get('cloudq-reason')!r}")
     poison = [job for job in run.plan if not job.good]
+    dead_letters = Counter({run_key: n for mid, n in run.ledger.dead_lettered.items() if (run_key := run.keys.get(mid)) is not None})
     return {
         "messages": sum(found.values()) + unknown,
         "poison_expected": len(poison),
@@ -68,6 +69,12 @@ def _dlq(run: _Run) -> dict[str, Any]:
         "wrong_reason": wrong_reason,
         "good_jobs_there": sorted(good_there),
         "extra_copies": sum(n - 1 for n in found.values() if n > 1),
+        # Why: dead-lettered again (its delete after the DLQ send was lost: a SIGKILL, a failed delete), or
+        # one dead letter sent twice (botocore retried a SendMessage whose response a reset cut).
+        "extra_copies_by_cause": {
+            "dead_lettered_again": sum(n - 1 for n in dead_letters.values() if n > 1),
+            "send_retried": sum(max(0, found[key] - dead_letters[key]) for key in found),
+        },
         "unknown_bodies": unknown,
     }
 
@@ -118,6 +125,7 @@ def figures(run: _Run, wall_start: float) -> dict[str, Any]:
         "kinds": dict(Counter(job.kind for job in run.plan)),
         "workers": config.workers,
         "seed": config.seed,
+        "duration_s": config.duration_s,
         "drained": run.done_at is not None,
         "drain_s": round(run.done_at - run.started, 1) if run.done_at else None,
         "last_job_s": round(run.last_ok_at - wall_start, 1) if run.last_ok_at else None,

@@ -170,20 +170,28 @@ async def _strike_on_schedule(run: _Run) -> None:
     import random
 
     rng = random.Random(f"targets-{run.config.seed}")
+    deploying: asyncio.Task[None] | None = None
     for fault in fault_schedule(
         run.config.duration_s, run.config.seed, network=run.proxy is not None, outage_s=run.config.outage_s, throttle_s=run.config.throttle_s
     ):
         wait = run.started + fault.at_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        if fault.kind == "down" and deploying is not None:
+            await deploying  # no SIGTERM during an outage (see chaos.plan.fault_schedule)
         print(f"[{run.config.label}] {time.monotonic() - run.started:6.1f}s {fault.kind}{'' if not fault.value else f' {fault.value:g}'}", flush=True)
-        await _strike(run, fault, rng.choice)
+        if fault.kind == "deploy":  # in the background: the throttle window ends on time meanwhile
+            deploying = asyncio.create_task(_strike(run, fault, rng.choice))
+        else:
+            await _strike(run, fault, rng.choice)
+    if deploying is not None:
+        await deploying
 
 
 # -- waiting for the drain ----------------------------------------------------------------------
 def _drained(run: _Run, good: int, poison: set[str]) -> bool:
     ledger = run.ledger
-    return len(ledger.ok_runs) >= good and poison <= ledger.dead_lettered
+    return len(ledger.ok_runs) >= good and poison <= ledger.dead_lettered.keys()
 
 
 async def _queue_empty(run: _Run) -> bool:
