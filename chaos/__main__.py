@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800.0, help="longest a run may take to drain, in seconds")
     p.add_argument("--outage", type=float, default=10.0, help="seconds of each outage (default 10)")
     p.add_argument("--throttle", type=float, default=30.0, help="seconds of 10%% throttled calls (default 30)")
+    p.add_argument("--visibility", type=int, default=15, help="workers' visibility timeout, seconds (default 15)")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without faults")
     p.add_argument("--out", type=Path, default=ROOT / ".chaos", help="journals, logs and figures.json of each run (default .chaos/)")
     return p
@@ -97,7 +98,7 @@ async def _main(ns: argparse.Namespace) -> int:
     for broker in brokers:
         config = RunConfig(
             broker, ns.jobs, ns.workers, ns.seed, ns.duration or 0.0, faults=False, endpoint=ns.endpoint,
-            timeout_s=ns.timeout, outage_s=ns.outage, throttle_s=ns.throttle, out_dir=ns.out,
+            timeout_s=ns.timeout, outage_s=ns.outage, throttle_s=ns.throttle, out_dir=ns.out, visibility_s=ns.visibility,
         )  # fmt: skip
         baseline = None if ns.no_baseline else await run(config)
         faulted = await run(dataclasses.replace(config, faults=True, duration_s=_duration(ns.duration, baseline)))

@@ -149,7 +149,7 @@ async def _strike(run: _Run, fault: Fault, rng_pick: Any) -> None:
         await pool.kill_and_replace(rng_pick(sorted(pool.live, key=lambda w: w.name)))
         run.faults["sigkill"] += 1
     elif fault.kind == "deploy":
-        run.faults["sigterm (rolling deploy)"] += await pool.rolling_deploy()
+        await pool.rolling_deploy(run.faults)
     elif proxy is None:
         return
     elif fault.kind == "down":

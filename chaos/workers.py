@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,13 +108,13 @@ class WorkerPool:
             os.kill(worker.process.pid, signal.SIGKILL)
             await worker.waiter
 
-    async def rolling_deploy(self) -> int:
-        """Every live worker in turn: start its replacement, then SIGTERM it and wait for its exit."""
-        old = list(self.live)
-        for worker in old:
+    async def rolling_deploy(self, counts: Counter[str]) -> None:
+        """Every live worker in turn: start its replacement, then SIGTERM it and wait for its exit;
+        each SIGTERM is counted in ``counts`` as it is sent (the drain may end the deploy half-way)."""
+        for worker in list(self.live):
             await self.spawn()
+            counts["sigterm (rolling deploy)"] += 1
             await self.terminate(worker)
-        return len(old)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.terminate(w) for w in self.all if w.alive))

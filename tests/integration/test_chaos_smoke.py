@@ -20,7 +20,7 @@ from chaos.proxy import FaultProxy
 from cloudq.aws.errors import translate
 from cloudq.errors import BrokerUnavailable
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(110)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(100)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,9 +62,10 @@ def test_a_short_chaos_run_passes_its_checks(localstack_endpoint: str, tmp_path:
     deploy on SQS, then SIGKILLs and SIGTERMs on the local broker: nothing lost, stranded or crashed."""
     command = [
         sys.executable, "-m", "chaos", "--endpoint", localstack_endpoint, "--broker", "both", "--no-baseline",
-        "-n", "1500", "-k", "3", "--duration", "20", "--outage", "3", "--throttle", "5", "--timeout", "45", "--out", str(tmp_path),
+        "-n", "800", "-k", "3", "--duration", "10", "--outage", "2", "--throttle", "4", "--visibility", "6", "--timeout", "40",
+        "--out", str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=100, check=False)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=95, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "chaos: all checks passed" in result.stdout
