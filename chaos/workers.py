@@ -87,6 +87,10 @@ class WorkerPool:
         worker.exited_at = time.monotonic()
 
     def send(self, worker: WorkerProcess, sig: signal.Signals) -> None:
+        """Signal ``worker``; a SIGKILL is final: a later SIGTERM (a deploy reaching a worker a storm
+        just killed) is not sent, so each exit keeps the signal that caused it."""
+        if worker.signalled == "SIGKILL":
+            return
         worker.signalled, worker.signalled_at = sig.name, time.monotonic()
         try:
             os.kill(worker.process.pid, sig)
@@ -102,6 +106,9 @@ class WorkerPool:
         """SIGTERM, then wait for the exit (SIGKILL after ``_TERM_WAIT_S``, which is then a crash)."""
         self.send(worker, signal.SIGTERM)
         assert worker.waiter is not None
+        if worker.signalled == "SIGKILL":
+            await worker.waiter
+            return
         try:
             await asyncio.wait_for(asyncio.shield(worker.waiter), _TERM_WAIT_S)
         except asyncio.TimeoutError:
@@ -112,9 +119,12 @@ class WorkerPool:
         """Every live worker in turn: start its replacement, then SIGTERM it and wait for its exit;
         each SIGTERM is counted in ``counts`` as it is sent (the drain may end the deploy half-way)."""
         for worker in list(self.live):
+            if worker.signalled is not None:  # killed by a storm meanwhile: already replaced
+                continue
             await self.spawn()
-            counts["sigterm (rolling deploy)"] += 1
-            await self.terminate(worker)
+            if worker.signalled is None:
+                counts["sigterm (rolling deploy)"] += 1
+                await self.terminate(worker)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.terminate(w) for w in self.all if w.alive))
