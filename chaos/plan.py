@@ -67,7 +67,7 @@ class Fault:
     value: float = 0.0
 
     def __str__(self) -> str:
-        return f"+{self.at_s:6.1f}s {self.kind}{'' if not self.value else f' {self.value:g}'}"
+        return f"{self.kind}{'' if not self.value else f' {self.value:g}'}"
 
 
 def fault_schedule(duration_s: float, seed: int, *, network: bool, outage_s: float = 10.0, throttle_s: float = 30.0) -> list[Fault]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import time
 import uuid
@@ -167,25 +168,31 @@ async def _strike(run: _Run, fault: Fault, rng_pick: Any) -> None:
 
 
 async def _strike_on_schedule(run: _Run) -> None:
-    import random
-
+    """Strike each fault at its time; the deploy runs beside the schedule and is cancelled with it
+    (before the pool stops every worker, so no replacement it starts outlives the run)."""
     rng = random.Random(f"targets-{run.config.seed}")
     deploying: asyncio.Task[None] | None = None
-    for fault in fault_schedule(
+    schedule = fault_schedule(
         run.config.duration_s, run.config.seed, network=run.proxy is not None, outage_s=run.config.outage_s, throttle_s=run.config.throttle_s
-    ):
-        wait = run.started + fault.at_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if fault.kind == "down" and deploying is not None:
-            await deploying  # no SIGTERM during an outage (see chaos.plan.fault_schedule)
-        print(f"[{run.config.label}] {time.monotonic() - run.started:6.1f}s {fault.kind}{'' if not fault.value else f' {fault.value:g}'}", flush=True)
-        if fault.kind == "deploy":  # in the background: the throttle window ends on time meanwhile
-            deploying = asyncio.create_task(_strike(run, fault, rng.choice))
-        else:
-            await _strike(run, fault, rng.choice)
-    if deploying is not None:
-        await deploying
+    )
+    try:
+        for fault in schedule:
+            wait = run.started + fault.at_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if fault.kind == "down" and deploying is not None:
+                await deploying  # no SIGTERM during an outage (see chaos.plan.fault_schedule)
+            print(f"[{run.config.label}] {time.monotonic() - run.started:6.1f}s {fault}", flush=True)
+            if fault.kind == "deploy":  # in the background: the throttle window ends on time meanwhile
+                deploying = asyncio.create_task(_strike(run, fault, rng.choice))
+            else:
+                await _strike(run, fault, rng.choice)
+        if deploying is not None:
+            await deploying
+    finally:
+        if deploying is not None and not deploying.done():
+            deploying.cancel()
+            await asyncio.gather(deploying, return_exceptions=True)
 
 
 # -- waiting for the drain ----------------------------------------------------------------------

@@ -127,4 +127,6 @@ class WorkerPool:
                 await self.terminate(worker)
 
     async def stop_all(self) -> None:
-        await asyncio.gather(*(self.terminate(w) for w in self.all if w.alive))
+        """SIGTERM every worker still running and wait for them all (again, if one was spawned meanwhile)."""
+        while running := [w for w in self.all if w.alive]:
+            await asyncio.gather(*(self.terminate(w) for w in running))
