@@ -70,7 +70,7 @@ def _dlq(run: _Run) -> dict[str, Any]:
         "good_jobs_there": sorted(good_there),
         "extra_copies": sum(n - 1 for n in found.values() if n > 1),
         # Why: dead-lettered again (its delete after the DLQ send was lost: a SIGKILL, a failed delete), or
-        # one dead letter sent twice (botocore retried a SendMessage whose response a reset cut).
+        # one dead letter sent twice (botocore retried a SendMessage whose answer a reset or an outage cut).
         "extra_copies_by_cause": {
             "dead_lettered_again": sum(n - 1 for n in dead_letters.values() if n > 1),
             "send_retried": sum(max(0, found[key] - dead_letters[key]) for key in found),
