@@ -156,6 +156,7 @@ class Worker:
         if not await self._resolve_queues():
             logger.info("worker.stopped", received=0, succeeded=0, retried=0, dead_lettered=0)
             return self.stats
+        await self._check_job_store()
         self._touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
         pollers = {
@@ -226,6 +227,17 @@ class Worker:
                 failures += 1
                 await self._wait_out(exc, failures, phase="start")
         return False
+
+    async def _check_job_store(self) -> None:
+        """A job table that does not exist is one clear error at start (ConfigurationError: exit 2), not a
+        warning per job; a store that cannot be reached now is left to each call's retries."""
+        tracker = self.consumer.tracker
+        if tracker is None:
+            return
+        try:
+            await asyncio.to_thread(tracker.store.check)
+        except BrokerError as exc:
+            logger.warning("worker.job_store_unavailable", error=str(exc))
 
     async def _wait_out(self, exc: BrokerUnavailable, failures: int, **where: str) -> None:
         """An unreachable broker: log it, then pause (growing with ``failures``) unless asked to stop."""
