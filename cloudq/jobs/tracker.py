@@ -31,7 +31,8 @@ import structlog
 
 from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import CloudQError, ConfigurationError
-from cloudq.jobs.state import Finish, JobError
+from cloudq.jobs.group_commit import GroupCommit
+from cloudq.jobs.state import Finish, JobError, encode_result
 from cloudq.retry import Outcome
 from cloudq.transient import call_retrying
 
@@ -102,6 +103,7 @@ class JobTracker:
         self.record_running = record_running
         self.cancel_check_s = cancel_check_s
         self._threads = DaemonThreads(8, "cloudq-jobs")
+        self._group = GroupCommit(store) if callable(getattr(store, "apply", None)) else None  # type: ignore[arg-type]
         self._running: dict[str, JobControl] = {}
         self._watch: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
@@ -110,6 +112,17 @@ class JobTracker:
     async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args)`` on a thread, retried if transient; ``_DROPPED`` (logged) if it still fails."""
         return await self._threads.run(lambda: self.call_now(what, fn, *args, **kwargs))
+
+    async def write(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``claim``/``finish``: group-committed when the store can (SQLite), else one call on a thread.
+
+        A failed group is retried call by call, as :meth:`call` retries anything."""
+        if self._group is not None:
+            try:
+                return await self._group.run(name, *args, **kwargs)
+            except CloudQError:
+                pass
+        return await self.call(name, getattr(self.store, name), *args, **kwargs)
 
     def call_now(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -124,10 +137,9 @@ class JobTracker:
 
     async def claim(self, job: Job, *, attempt: int) -> Outcome | None:
         """None: run the job (registered with the cancel watch); else the outcome that skips it."""
-        claim = await self.call(
-            "claim", self.store.claim, job.id, task=job.task, queue=job.queue, attempt=attempt,
-            enqueued_at=epoch(job.enqueued_at), record=self.record_running,
-        )  # fmt: skip
+        claim = await self.write(
+            "claim", job.id, task=job.task, queue=job.queue, attempt=attempt, enqueued_at=epoch(job.enqueued_at), record=self.record_running
+        )
         if claim is not _DROPPED:
             if claim.previous == "succeeded":
                 return Outcome("duplicate")
@@ -157,7 +169,7 @@ class JobTracker:
             await asyncio.gather(*control.pending, return_exceptions=True)  # progress never lands after the end
         end = self._end(job, outcome, settled, result, direct=direct)
         if end is not None:
-            await self.call("finish", self.store.finish, job.id, end)
+            await self.write("finish", job.id, end)
 
     def _end(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> Finish | None:
         kind = outcome.kind
@@ -166,8 +178,6 @@ class JobTracker:
         common = {"task": job.task, "queue": job.queue, "attempts": job.attempt, "enqueued_at": epoch(job.enqueued_at),
                   "unique_key": job.headers.get(UNIQUE_HEADER)}  # fmt: skip
         if kind == "ack":
-            from cloudq.jobs.state import encode_result
-
             text, problem = encode_result(result, self.store.max_result_bytes)
             if problem:
                 logger.warning("job.result_not_stored", job_id=job.id, result_error=problem)

@@ -331,7 +331,7 @@ class _FailingStore(SqliteJobStore):
     """A job store whose every call fails as an unreachable DynamoDB would."""
 
     def __getattribute__(self, name: str) -> Any:
-        if name in ("put_queued", "claim", "finish", "set_progress", "cancel_requested"):
+        if name in ("put_queued", "claim", "finish", "apply", "set_progress", "cancel_requested"):
             def fail(*args: Any, **kwargs: Any) -> Any:
                 raise BrokerUnavailable("dynamodb endpoint unreachable")
 
