@@ -28,7 +28,7 @@ export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
 .PHONY: help venv demo test test-unit test-integration bench lock lambda-package localstack-up localstack-down localstack-status
 
 help:
-	@echo "make venv              create .venv and pip install -e '.[bench,demo]' --group dev"
+	@echo "make venv              create .venv and pip install -e '.[bench,demo,dashboard]' --group dev"
 	@echo "make demo              run 'cloudq demo'"
 	@echo "make test              all tests, against a LocalStack started on port $(LOCALSTACK_TEST_PORT) and stopped after"
 	@echo "make test-unit         unit tests only (no LocalStack)"
@@ -48,7 +48,7 @@ $(VENV_STAMP): pyproject.toml
 	@echo "==> upgrading pip in $(VENV) (dependency groups need pip >= 25.1)"
 	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1'
 	@echo "==> installing cloudq (editable) with the bench and demo extras and the dev group; a minute or two the first time"
-	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench,demo]' --group dev
+	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench,demo,dashboard]' --group dev
 	@echo "==> $(VENV) is ready: cloudq $$($(VENV)/bin/python -c 'import cloudq; print(cloudq.__version__)')"
 	@touch $@
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cloudq.cli.dashboard import add_dashboard
 from cloudq.cli.infra import add_infra, add_queues
 from cloudq.cli.jobs import add_demo, add_enqueue, add_schema
 from cloudq.cli.ops import register as add_ops
@@ -26,7 +27,7 @@ __all__ = ["build_parser", "main"]
 _ADD_COMMANDS = (
     add_worker, add_enqueue, add_queues, add_lambda_local, add_health, add_schema, add_demo,
     add_schedules, add_ops,  # status, dlq, purge
-    add_infra,
+    add_infra, add_dashboard,
 )  # fmt: skip
 
 
