@@ -183,11 +183,12 @@ def _aws_rows(app: App, engine: str) -> tuple[list[ScheduleRow], list[str]]:
     rows = []
     for status in statuses:
         change = by_name.get(status.resource)
-        rows.append(_row(status, *_verdict(change.action if change else None, change.detail if change else "")))
+        verdict = _verdict(change.action, change.detail) if change else ("cannot compare: see above", None)
+        rows.append(_row(status, *verdict))
     return rows, notes
 
 
-def _verdict(action: str | None, detail: str) -> tuple[str, bool | None]:
+def _verdict(action: str, detail: str) -> tuple[str, bool | None]:
     if action == "unchanged":
         return "in sync", True
     if action == "create":
