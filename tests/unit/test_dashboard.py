@@ -96,6 +96,20 @@ def test_queues_page_shows_each_queue_counts_and_dead_letter_depth(app: cloudq.A
     assert 'href="/queues/billing/dead-letters"' in page.text and "data-refresh=" in page.text
 
 
+def test_the_oldest_message_age_shows_where_the_broker_tells_it(app: cloudq.App, tmp_path: Path) -> None:
+    """The local broker reports how long ago the oldest message was sent; an empty queue shows a dash."""
+    from cloudq.brokers.local import LocalBroker
+
+    now = [1_000.0]
+    app.use_broker(LocalBroker(str(tmp_path / "clocked.db"), clock=lambda: now[0]))
+    app.broker.send("billing", [OutgoingMessage("{}")])
+    now[0] += 150
+    page = client(app).get("/queues?partial=1").text
+
+    oldest = {q: page.split(f'data-queue="{q}"', 1)[1].split('data-col="oldest">', 1)[1].split("</td>", 1)[0] for q in ("billing", "default")}
+    assert oldest["billing"] == "2 min" and "–" in oldest["default"]
+
+
 def test_the_refresh_fragment_is_the_table_alone(app: cloudq.App) -> None:
     """``?partial=1`` answers the table only, what the page's script swaps in."""
     page = client(app).get("/queues?partial=1")
