@@ -3,7 +3,8 @@
 Only with a job store (``app.job_store`` is not None; ``CLOUDQ_JOB_STORE``): without one a job leaves
 no state behind its message, so there is nothing to list, and the pages say so (404) instead of showing
 an empty list that would look like "no jobs". A cancel goes through ``app.job(job_id).cancel()``, the
-library's own call: the consumer core then acks the job without running it.
+library's own call: a waiting job is then acked without running; a running one is asked to stop
+(``current_job().cancelled``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.dashboard.web import Dashboard
 
-__all__ = ["CANCELLABLE", "STATUSES", "routes", "store_of"]
+__all__ = ["STATUSES", "routes", "store_of"]
 
 STATUSES = ("queued", "running", "retrying", "succeeded", "failed", "dead_lettered", "cancelled")
-CANCELLABLE = ("queued", "retrying", "running")
 LIST_LIMIT = 100
 
 
@@ -69,7 +69,9 @@ class JobPages:
         state = await self.dash.calls.run(self.store().get, job_id)
         if state is None:
             raise HTTPException(404, f"no job {job_id!r} in the job store (never enqueued, or expired)")
-        return self.dash.page(request, "job.html", job=state, cancellable=state.status in CANCELLABLE)
+        from cloudq.jobs.state import ACTIVE
+
+        return self.dash.page(request, "job.html", job=state, cancellable=state.status in ACTIVE)
 
     async def cancel(self, request: Request) -> Response:
         await self.dash.action(request)
@@ -78,6 +80,11 @@ class JobPages:
         cancelled = await self.dash.calls.run(lambda: self.dash.app.job(job_id).cancel())
         state = await self.dash.calls.run(self.store().get, job_id)
         now = state.status if state is not None else "unknown"
-        message = f"job {job_id} cancelled: it will not run" if cancelled else f"job {job_id} was not cancelled: it is {now}"
+        if not cancelled:
+            message = f"job {job_id} was not cancelled: it is {now}"
+        elif now == "cancelled":
+            message = f"job {job_id} cancelled: it will not run"
+        else:
+            message = f"job {job_id} is {now}: asked to stop (current_job().cancelled is now true)"
         back = str(request.url_for("job", job_id=job_id).path)
         return self.dash.page(request, "result.html", title="Cancel", message=message, ok=bool(cancelled), back=back)

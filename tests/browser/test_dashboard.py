@@ -85,7 +85,7 @@ def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Shop]:
         endpoint = request.getfixturevalue("localstack_endpoint")
         prefix = f"dash-{uuid.uuid4().hex[:8]}-"
         settings = cloudq.Settings(broker="sqs", endpoint_url=endpoint, region="us-east-1", queue_prefix=prefix, wait_time_s=1, visibility_timeout_s=10,
-                                  scheduler_role_arn="arn:aws:iam::000000000000:role/cloudq-scheduler")
+                                   scheduler_role_arn="arn:aws:iam::000000000000:role/cloudq-scheduler", job_store="memory")
     shop = Shop(settings)
     shop.name = request.param  # type: ignore[attr-defined]
     yield shop
@@ -197,6 +197,45 @@ def test_the_xss_payload_in_args_and_error_stays_text(shop: Shop, serve: Callabl
     page.wait_for_timeout(300)
     assert page.dialogs == []  # type: ignore[attr-defined]
     assert page.locator("script").count() == 1 and page.locator("[onload]").count() == 0
+
+
+def test_cancel_a_queued_job_from_its_page_and_it_never_runs(
+    shop: Shop, serve: Callable[..., Served], page: Any, screenshot: Callable[[str], Path]
+) -> None:
+    """Find the job by id, open its page, cancel it: a worker then acks it without running it."""
+    from playwright.sync_api import expect
+
+    shop.fail = False
+    ref = shop.charge.delay("ada", 100)
+    served = serve(shop.app)
+    page.goto(f"{served.url}/jobs")
+    expect(page.locator(f'tr[data-job-id="{ref.id}"]')).to_contain_text("queued")
+    screenshot(f"jobs-{shop.name}")  # type: ignore[attr-defined]
+    page.locator("#job-id").fill(ref.id)
+    page.locator("form.filters button").click()
+    expect(page.locator("#job-status")).to_have_text("queued")
+    screenshot(f"job-{shop.name}")  # type: ignore[attr-defined]
+    page.locator("#cancel").click()
+    expect(page.locator("#result")).to_have_text(f"job {ref.id} cancelled: it will not run")
+
+    shop.run_worker()
+    assert shop.done == [] and ref.status().status == "cancelled"
+    assert shop.count(shop.physical("billing")) == 0  # acked, not left waiting
+    page.goto(f"{served.url}/jobs/{ref.id}")
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    expect(page.locator("#cancel")).to_have_count(0)
+
+
+def test_the_xss_payload_on_a_job_page_stays_text(shop: Shop, serve: Callable[..., Served], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    ref = shop.charge.delay(XSS, 1)
+    shop.run_worker()
+    served = serve(shop.app)
+    page.goto(f"{served.url}/jobs/{ref.id}")
+    expect(page.locator("#job-error")).to_contain_text(XSS)
+    page.wait_for_timeout(300)
+    assert page.dialogs == [] and page.locator("script").count() == 1  # type: ignore[attr-defined]
 
 
 def test_the_schedules_page_shows_next_fires_and_whether_eventbridge_is_in_sync(

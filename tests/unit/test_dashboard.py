@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -321,93 +319,78 @@ def test_schedules_show_expression_timezone_and_next_fires_in_that_zone(app: clo
     assert len(fires) == 3 and "local: workers fire it" in row
 
 
-# -- jobs ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class State:
-    """A JobState as the job store API names it (tests/unit stand-in until the store lands)."""
-
-    id: str
-    status: str
-    task: str = "billing.charge"
-    queue: str = "billing"
-    attempts: int = 0
-    result: Any = None
-    error: str | None = None
-    progress: float | None = None
-    progress_message: str | None = None
-    enqueued_at: datetime | None = datetime(2026, 12, 1, tzinfo=timezone.utc)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    updated_at: datetime | None = None
-    result_error: str | None = None
+# -- jobs (the local broker's job store: the default with the local broker) ---------------------------
+def job_ids(page: str) -> list[str]:
+    return re.findall(r'data-job-id="([^"]+)"', page)
 
 
-class Store:
-    def __init__(self, *states: State) -> None:
-        self.states = {s.id: s for s in states}
-
-    def get(self, job_id: str) -> State | None:
-        return self.states.get(job_id)
-
-    def list(self, status: str | None = None, task: str | None = None, limit: int = 50) -> list[State]:
-        return [s for s in self.states.values() if status in (None, s.status) and task in (None, s.task)][:limit]
-
-
-@pytest.fixture
-def with_jobs(app: cloudq.App, monkeypatch: pytest.MonkeyPatch) -> Store:
-    store = Store(State("j-queued", "queued"), State("j-failed", "failed", error=f"RuntimeError: {XSS}", attempts=3), State("j-done", "succeeded", result={"ok": True}))
-
-    class Ref:
-        def __init__(self, job_id: str) -> None:
-            self.job_id = job_id
-
-        def cancel(self) -> bool:
-            state = store.states[self.job_id]
-            if state.status != "queued":
-                return False
-            store.states[self.job_id] = replace(state, status="cancelled")
-            return True
-
-    monkeypatch.setattr(app, "job_store", store, raising=False)
-    monkeypatch.setattr(app, "job", Ref, raising=False)
-    return store
-
-
-def test_without_a_job_store_the_jobs_pages_say_so(app: cloudq.App) -> None:
+def test_without_a_job_store_the_jobs_pages_say_so(tmp_path: Path) -> None:
+    app = cloudq.App("nojobs", settings=cloudq.Settings(broker="local", local_path=str(tmp_path / "q.db"), job_store="none"))
     c = client(app)
 
     assert 'href="/jobs"' not in c.get("/queues").text
     page = c.get("/jobs")
     assert page.status_code == 404 and "has no job store" in page.text
+    app.close()
 
 
-def test_jobs_list_by_status_and_task_and_find_by_id(app: cloudq.App, with_jobs: Store) -> None:
+def test_jobs_list_by_status_and_task_and_find_by_id(app: cloudq.App) -> None:
+    """The list is the store's (newest first), filtered by status and task; an id goes to its page."""
+    failed = app.get_task("billing.charge").delay(XSS, 1)
+    assert testing.drain(app).dead_lettered == 1
+    waiting = app.get_task("billing.charge").delay("b", 2)
     c = client(app)
 
-    assert {"j-queued", "j-failed", "j-done"} <= set(re.findall(r'data-job-id="([^"]+)"', c.get("/jobs").text))
-    assert re.findall(r'data-job-id="([^"]+)"', c.get("/jobs?status=failed").text) == ["j-failed"]
-    assert re.findall(r'data-job-id="([^"]+)"', c.get("/jobs?task=other").text) == []
-    found = c.get("/jobs?id=j-done", follow_redirects=False)
-    assert found.status_code == 303 and found.headers["location"] == "/jobs/j-done"
+    assert 'href="/jobs"' in c.get("/queues").text
+    assert job_ids(c.get("/jobs").text) == [waiting.id, failed.id]
+    assert job_ids(c.get("/jobs?status=queued").text) == [waiting.id]
+    assert job_ids(c.get("/jobs?status=dead_lettered&task=billing.charge").text) == [failed.id]
+    assert job_ids(c.get("/jobs?task=reports.daily").text) == []
+    found = c.get(f"/jobs?id={failed.id}", follow_redirects=False)
+    assert found.status_code == 303 and found.headers["location"] == f"/jobs/{failed.id}"
     assert c.get("/jobs?status=bogus").status_code == 400
     assert c.get("/jobs/nope").status_code == 404
 
 
-def test_a_job_page_shows_its_error_escaped_and_a_failed_job_has_no_cancel(app: cloudq.App, with_jobs: Store) -> None:
-    page = client(app).get("/jobs/j-failed").text
+def test_a_job_page_shows_its_error_escaped_and_an_ended_job_has_no_cancel(app: cloudq.App) -> None:
+    ref = app.get_task("billing.charge").delay("a", 1)
+    testing.drain(app)
+    page = client(app).get(f"/jobs/{ref.id}").text
 
+    assert 'id="job-status">dead_lettered<' in page and "RuntimeError: card declined" in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page and "<script>alert" not in page
-    assert 'id="cancel-form"' not in page and 'id="job-status">failed<' in page
+    assert 'id="cancel-form"' not in page and 'class="reason">max_retries_exceeded<' in page
 
 
-def test_cancel_a_queued_job_from_its_page(app: cloudq.App, with_jobs: Store) -> None:
+def test_a_succeeded_job_shows_its_attempts_and_result(app: cloudq.App) -> None:
+    FAIL["on"] = False
+    ref = app.get_task("billing.charge").delay("a", 1)
+    testing.drain(app)
+    page = client(app).get(f"/jobs/{ref.id}").text
+
+    assert 'id="job-status">succeeded<' in page and "<dt>Attempts</dt><dd>1</dd>" in page and "Finished</dt><dd>20" in page
+
+
+def test_cancel_a_queued_job_from_its_page_and_it_never_runs(app: cloudq.App) -> None:
+    """The cancel button needs the CSRF token; once cancelled, a worker acks the job without running it."""
+    ref = app.get_task("billing.charge").delay("a", 1)
     c = client(app)
-    page = c.get("/jobs/j-queued").text
+    page = c.get(f"/jobs/{ref.id}").text
     assert 'id="cancel-form"' in page
 
-    assert c.post("/jobs/j-queued/cancel", data={}).status_code == 403
-    done = c.post("/jobs/j-queued/cancel", data={"csrf": csrf(page)})
-    assert done.status_code == 200 and "job j-queued cancelled: it will not run" in done.text
-    assert with_jobs.states["j-queued"].status == "cancelled"
-    again = c.post("/jobs/j-queued/cancel", data={"csrf": csrf(page)})
-    assert "was not cancelled: it is cancelled" in again.text
+    assert c.post(f"/jobs/{ref.id}/cancel", data={}).status_code == 403
+    done = c.post(f"/jobs/{ref.id}/cancel", data={"csrf": csrf(page)})
+    assert done.status_code == 200 and f"job {ref.id} cancelled: it will not run" in done.text
+    FAIL["on"] = False
+    testing.drain(app)
+    assert DONE == [] and ref.status().status == "cancelled"
+    assert "was not cancelled: it is cancelled" in c.post(f"/jobs/{ref.id}/cancel", data={"csrf": csrf(page)}).text
+
+
+def test_read_only_has_no_cancel(app: cloudq.App) -> None:
+    ref = app.get_task("billing.charge").delay("a", 1)
+    c = client(app, read_only=True)
+
+    assert 'id="cancel-form"' not in c.get(f"/jobs/{ref.id}").text
+    assert c.post(f"/jobs/{ref.id}/cancel", data={"csrf": c.cookies["cloudq_csrf"]}).status_code == 403
+    assert ref.status().status == "queued"
