@@ -117,12 +117,12 @@ def _hostname(host: str) -> str:
 
 
 def _relative(scope: Scope) -> str:
-    path, root = scope.get("path", ""), scope.get("root_path", "")
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
     return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _cookie_path(scope: Scope) -> str:
-    return scope.get("root_path") or "/"
+    return str(scope.get("root_path") or "/")
 
 
 def _cookie(name: str, value: str, path: str, *, max_age: int | None = None) -> bytes:

@@ -153,7 +153,8 @@ class Dashboard:
 
     # -- login ----------------------------------------------------------------------------------
     def login_page(self, request: Request, status: int = 200, error: str | None = None) -> Response:
-        return self.page(request, "login.html", status, error=error, next=_safe_next(request, request.query_params.get("next")))
+        target = _safe_next(request, request.query_params.get("next") or request.url.path)
+        return self.page(request, "login.html", status, error=error, next=target, logged_in=False)
 
     async def login(self, request: Request) -> Response:
         if request.method == "GET" or self.token is None:
@@ -233,9 +234,9 @@ def build(
         Route("/logout", dash.logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    guard = Middleware(security.Guard, token=token, allowed_hosts=allowed_hosts, unauthorized=dash.unauthorized)  # type: ignore[arg-type]
+    guard = Middleware(security.Guard, token=token, allowed_hosts=allowed_hosts, unauthorized=dash.unauthorized)
     handlers = {HTTPException: dash.error, CloudQError: dash.error, Exception: dash.error}
-    asgi = Starlette(routes=routes, middleware=[guard], exception_handlers=handlers)  # type: ignore[arg-type]
+    asgi = Starlette(routes=routes, middleware=[guard], exception_handlers=handlers)
     asgi.state.dashboard = dash
     return asgi
 
@@ -286,8 +287,9 @@ def _root(request: Request) -> str:
 def _safe_next(request: Request, target: object) -> str:
     """Where the login form returns to: a path of this dashboard, never another site (``//evil``)."""
     root = request.scope.get("root_path", "")
-    if isinstance(target, str) and target.startswith(root + "/") and not target.startswith("//") and "\\" not in target:
-        return target
+    ok = isinstance(target, str) and target.startswith(root + "/") and not target.startswith("//") and "\\" not in target
+    if ok and target != _path(request, "login"):
+        return str(target)
     return _path(request, "queues")
 
 

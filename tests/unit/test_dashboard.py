@@ -270,6 +270,15 @@ def test_the_login_form_sets_a_session_cookie_that_is_not_the_token(app: cloudq.
     assert c.get("/queues").status_code == 401
 
 
+def test_after_logging_in_a_person_lands_on_the_page_they_asked_for(app: cloudq.App) -> None:
+    c = client(app, token="s3cret-token")
+    page = c.get("/queues/billing/dead-letters", headers={"Accept": "text/html"}).text
+
+    assert 'name="next" value="/queues/billing/dead-letters"' in page
+    ok = c.post("/login", data={"csrf": csrf(page), "token": "s3cret-token", "next": "/queues/billing/dead-letters"}, follow_redirects=False)
+    assert ok.headers["location"] == "/queues/billing/dead-letters"
+
+
 def test_a_token_from_the_environment_is_required(app: cloudq.App, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOUDQ_DASHBOARD_TOKEN", "from-env")
     c = client(app)
