@@ -186,6 +186,26 @@ def test_a_body_that_is_not_json_or_huge_renders_cut_with_a_way_to_see_all(app: 
     assert raw.headers["x-content-type-options"] == "nosniff"
 
 
+def test_a_body_resolver_shows_the_real_payload_and_its_failure_beside_the_stored_body(app: cloudq.App) -> None:
+    """``resolve_body`` (a payload kept elsewhere, e.g. S3) turns the stored body into the shown one; one
+    that raises leaves the stored body shown with the error, never an error page."""
+    from cloudq.dashboard.views import dead_letter as view
+
+    app.broker.send("billing-dlq", [OutgoingMessage('{"pointer": "s3://bucket/key"}')])
+    stored = app.broker.peek("billing-dlq", 1)[0]  # type: ignore[attr-defined]
+
+    resolved = view(stored, lambda body: '{"v": 1, "task": "billing.charge", "args": ["from s3", 1]}')
+    assert resolved.record["task"] == "billing.charge" and '"from s3"' in resolved.text
+
+    def unreachable(body: str) -> str:
+        raise OSError("bucket unreachable")
+
+    failed = view(stored, unreachable)
+    assert failed.resolve_error == "OSError: bucket unreachable" and "s3://bucket/key" in failed.text
+    page = client(app, resolve_body=unreachable).get("/queues/billing/dead-letters")
+    assert page.status_code == 200 and "could not resolve the stored body: OSError: bucket unreachable" in page.text
+
+
 def test_a_letter_no_longer_there_is_404(app: cloudq.App) -> None:
     page = client(app).get("/queues/billing/dead-letters/nope")
 
