@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.dashboard.views import BodyResolver
 
-__all__ = ["create_app", "is_loopback", "serve"]
+__all__ = ["check_bind", "create_app", "is_loopback", "serve"]
 
 EXTRA_HINT = "the dashboard needs the dashboard extra: pip install 'cloudq[dashboard]'"
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]

@@ -332,6 +332,52 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(app: cloudq.App, m
     assert err == "cloudq: error: refusing to bind the dashboard to 0.0.0.0: a non-loopback host requires CLOUDQ_DASHBOARD_TOKEN\n"
 
 
+def test_the_command_serves_loopback_without_a_token_to_loopback_host_names_only(tmp_path: Path) -> None:
+    """`cloudq dashboard APP` on 127.0.0.1 needs no token, and answers 400 to any other Host header."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    (tmp_path / "dash_cmd_app.py").write_text("import cloudq\napp = cloudq.App('cmd')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}
+    env.update(CLOUDQ_BROKER="local", CLOUDQ_LOCAL_PATH=str(tmp_path / "q.db"), PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cloudq", "dashboard", "dash_cmd_app:app", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def status(host: str) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/queues", headers={"Host": host})
+        try:
+            with opener.open(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                assert status(f"127.0.0.1:{port}") == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "cloudq dashboard did not start listening in 20 s"
+                time.sleep(0.1)
+        assert status(f"localhost:{port}") == 200
+        assert status(f"evil.example:{port}") == 400
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert server.stderr is not None and f"cloudq dashboard for app 'cmd' on http://127.0.0.1:{port}/" in server.stderr.read()
+
+
 @pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("[::1]", True),
                                                 ("0.0.0.0", False), ("10.0.0.5", False), ("::", False), ("example.com", False)])  # fmt: skip
 def test_loopback_hosts(host: str, loopback: bool) -> None:
