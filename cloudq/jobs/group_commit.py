@@ -37,25 +37,31 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._idle = True  # the writer waits for a wake-up (set under the lock when it finds nothing to do)
 
-    async def run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def submit(self, name: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Queue ``store.<name>(*args, **kwargs)``; the future (of the running loop) gets its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             self._pending.append((name, args, kwargs, loop, future))
+            wake = self._idle  # a busy writer takes this call with its next batch: no wake-up to pay
+            self._idle = False
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
                 self._thread.start()
-        self._wake.set()
-        return await future
+        if wake:
+            self._wake.set()
+        return future
 
     def _serve(self) -> None:
         while True:
-            self._wake.wait()
-            self._wake.clear()
             with self._lock:
                 batch, self._pending = self._pending, []
-            if not batch:
+                self._idle = not batch
+            if not batch:  # the next submit finds the writer idle and wakes it
+                self._wake.wait()
+                self._wake.clear()
                 continue
             try:
                 results: list[Any] = self._store.apply([(name, args, kwargs) for name, args, kwargs, _, _ in batch])

@@ -119,7 +119,7 @@ class JobTracker:
         A failed group is retried call by call, as :meth:`call` retries anything."""
         if self._group is not None:
             try:
-                return await self._group.run(name, *args, **kwargs)
+                return await self._group.submit(name, *args, **kwargs)
             except CloudQError:
                 pass
         return await self.call(name, getattr(self.store, name), *args, **kwargs)
@@ -163,13 +163,36 @@ class JobTracker:
             return Outcome("cancelled", error=outcome.error)
         return outcome
 
-    async def finish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> None:
+    def finish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> asyncio.Future[Any] | None:
+        """Write the run's end state; the future completes once it is written (or dropped with a warning).
+
+        None when there is nothing to write. A future, not a coroutine: the worker holds one per job while
+        its slot already runs the next job, and a task per job would cost more than the write."""
         control = self._running.pop(job.id, None)
-        if control is not None and control.pending:
-            await asyncio.gather(*control.pending, return_exceptions=True)  # progress never lands after the end
         end = self._end(job, outcome, settled, result, direct=direct)
+        if control is not None and control.pending:  # progress writes still in flight: the end lands after them
+            return asyncio.ensure_future(self._finish_after(control.pending, job.id, end))
+        if end is None:
+            return None
+        if self._group is None:
+            return asyncio.ensure_future(self.call("finish", self.store.finish, job.id, end))
+        written = self._group.submit("finish", job.id, end)
+        done: asyncio.Future[Any] = written.get_loop().create_future()
+        written.add_done_callback(lambda f: self._after_group(f, done, job.id, end))
+        return done
+
+    async def _finish_after(self, pending: set[asyncio.Future[Any]], job_id: str, end: Finish | None) -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
         if end is not None:
-            await self.write("finish", job.id, end)
+            await self.write("finish", job_id, end)
+
+    def _after_group(self, written: asyncio.Future[Any], done: asyncio.Future[Any], job_id: str, end: Finish) -> None:
+        """The group's write succeeded: done. It failed: retried alone (then dropped with a warning), then done."""
+        if written.cancelled() or written.exception() is None:
+            done.set_result(None)
+            return
+        retry = asyncio.ensure_future(self.call("finish", self.store.finish, job_id, end))
+        retry.add_done_callback(lambda _: done.done() or done.set_result(None))
 
     def _end(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> Finish | None:
         kind = outcome.kind
