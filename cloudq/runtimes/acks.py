@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -38,9 +39,10 @@ class AckBatcher:
     it (about +7% drain rate on LocalStack, same calls). Held deletes still go out at ``flush_s``.
     """
 
-    def __init__(self, broker: Broker, flush_s: float) -> None:
+    def __init__(self, broker: Broker, flush_s: float, on_done: Callable[[Sequence[Delivery]], None] | None = None) -> None:
         self._broker = broker
         self._flush_s = flush_s
+        self._on_done = on_done  # told of each batch once its delete returned or finally failed
         self._pending: dict[str, list[Delivery]] = defaultdict(list)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -85,6 +87,9 @@ class AckBatcher:
             await acall_retrying(lambda: self._broker.ack(queue, batch), attempts=_ACK_ATTEMPTS, on_retry=retrying)
         except BrokerError as exc:
             logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
+        finally:
+            if self._on_done is not None:
+                self._on_done(batch)
 
     async def drain(self) -> None:
         for queue in list(self._pending):

@@ -137,7 +137,10 @@ class Worker:
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: ThreadResults | None = None
-        self._acks = AckBatcher(self.broker, settings.delete_flush_s)
+        # Finished jobs whose delete has not returned yet: the heartbeat keeps them invisible too, or a delete
+        # slowed by throttling and retries would outlive the visibility and the job would run again.
+        self._deleting: dict[int, _Job] = {}
+        self._acks = AckBatcher(self.broker, settings.delete_flush_s, on_done=self._deleted)
         self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
 
     # -- control ----------------------------------------------------------------------------
@@ -181,9 +184,9 @@ class Worker:
             await asyncio.gather(*self._recording, return_exceptions=True)
             if self._drained:
                 await self._release_retries()
+            await self._acks.drain()  # before the heartbeat stops: it keeps deletes in flight covered
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            await self._acks.drain()
             self._pool.shutdown(wait=False, cancel_futures=True)
             logger.info("worker.stopped", **{k: getattr(self.stats, k) for k in ("received", "succeeded", "retried", "dead_lettered")})
         return self.stats
@@ -376,12 +379,20 @@ class Worker:
             self._recording.add(recorded)
             recorded.add_done_callback(lambda _: self._recorded(recorded, job, settled.done))
         elif settled.done:
-            self._acks.add(job.physical, job.delivery)
+            self._delete(job)
 
     def _recorded(self, recorded: asyncio.Future[None], job: _Job, done: bool) -> None:
         self._recording.discard(recorded)
         if done:
-            self._acks.add(job.physical, job.delivery)
+            self._delete(job)
+
+    def _delete(self, job: _Job) -> None:
+        self._deleting[id(job.delivery)] = job
+        self._acks.add(job.physical, job.delivery)
+
+    def _deleted(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._deleting.pop(id(delivery), None)
 
     async def _release_retries(self) -> None:
         """At the end of a burst, retries due beyond the bound are made visible now, not left in flight."""
@@ -421,18 +432,25 @@ class Worker:
             await asyncio.sleep(tick)
             self._touch_health_file()
             now = time.monotonic()
-            due: dict[str, list[_Job]] = defaultdict(list)
-            for job in list(self._running):
-                if job.visible_until - now >= vt / 2:
-                    continue
-                if job.deadline is not None and now >= job.deadline:
-                    if not job.timed_out:
-                        job.timed_out = True
-                        logger.warning("job.timeout", message_id=job.delivery.message_id, queue=job.queue)
-                    continue
-                due[job.physical].append(job)
-            for physical, jobs in due.items():
+            for physical, jobs in self._due(now).items():
                 await self._extend(physical, jobs, now + vt)
+
+    def _due(self, now: float) -> dict[str, list[_Job]]:
+        """Jobs whose visibility ends within half the timeout, by queue: running ones up to their task's
+        timeout, and finished ones until their delete returns (chaos suite: a throttled delete of a job
+        that finished late in its visibility took 5 s, and the job ran again elsewhere)."""
+        due: dict[str, list[_Job]] = defaultdict(list)
+        jobs = {id(job.delivery): job for job in [*self._running, *self._deleting.values()]}  # a job is briefly in both
+        for job in jobs.values():
+            if job.visible_until - now >= self.visibility_timeout_s / 2:
+                continue
+            if job.deadline is not None and now >= job.deadline and id(job.delivery) not in self._deleting:
+                if not job.timed_out:
+                    job.timed_out = True
+                    logger.warning("job.timeout", message_id=job.delivery.message_id, queue=job.queue)
+                continue
+            due[job.physical].append(job)
+        return due
 
     async def _extend(self, physical: str, jobs: list[_Job], visible_until: float) -> None:
         try:

@@ -203,3 +203,35 @@ def test_cli_worker_started_while_the_endpoint_is_down_exits_0_on_sigterm(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class _SlowDeletes(MemoryBroker):
+    """Deletes that take ``delay_s`` to return, as a delete does under throttling and botocore's retries."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def ack(self, queue: str, deliveries: Any) -> None:
+        await asyncio.sleep(self.delay_s)
+        await super().ack(queue, deliveries)
+
+
+async def test_a_finished_job_stays_invisible_while_its_slow_delete_is_in_flight() -> None:
+    """A delete that takes longer than the visibility timeout (2 s here; the chaos suite saw a throttled
+    delete take 5 s) does not let the message come back: the heartbeat extends it until the delete returns,
+    so the job runs once, not twice."""
+    app = make_app(_SlowDeletes(delay_s=3.5), visibility_timeout_s=2, wait_time_s=1)
+    ran: list[int] = []
+
+    @app.task(name="t")
+    def t() -> None:
+        ran.append(1)
+
+    t.delay()
+    worker = Worker(app, concurrency=2)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.sleep(5.0)  # the delete returns at about 3.5 s; unextended, the message is visible at 2 s
+    worker.stop()
+    await asyncio.wait_for(runner, 10)
+    assert ran == [1]
