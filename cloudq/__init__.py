@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import (
     ArgumentsError,
+    BadSignature,
     BrokerError,
     BrokerUnavailable,
     CloudQError,
     ConfigurationError,
     EnvelopeError,
+    PayloadMissing,
+    PayloadTooLarge,
     QueueNotFound,
     Reject,
     Retry,
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "App",
     "ArgumentsError",
+    "BadSignature",
     "BrokerError",
     "BrokerUnavailable",
     "CloudQError",
@@ -61,6 +65,8 @@ __all__ = [
     "JobRef",
     "Middleware",
     "Outcome",
+    "PayloadMissing",
+    "PayloadTooLarge",
     "QueueNotFound",
     "Reject",
     "Retry",

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from cloudq.consumer import Consumer
+    from cloudq.payloads import PayloadStore
     from cloudq.runtimes.aws_lambda import LambdaHandler
     from cloudq.schedules.periodic import PeriodicSpec
     from cloudq.settings import Settings
+    from cloudq.wire import Wire
 
 __all__ = ["App"]
 
@@ -55,6 +57,7 @@ class App:
         settings: Settings | EnvSettings | None = None,
         broker: Broker | None = None,
         middleware: Iterable[Middleware] = (),
+        payload_store: PayloadStore | None = None,
     ) -> None:
         if not name:
             raise ConfigurationError("App needs a name")
@@ -66,7 +69,9 @@ class App:
         self._lambda_handler: LambdaHandler | None = None
         # Without explicit settings, CLOUDQ_* is read without importing pydantic (see cloudq.settings_env).
         self._settings: Settings | EnvSettings = settings if settings is not None else load_settings()
-        self.producer = Producer(self._settings, lambda: self.broker, self.middleware)
+        self._payload_store = payload_store  # tests: a MemoryPayloadStore instead of S3
+        self._wire: Wire | None = None
+        self.producer = Producer(self._settings, lambda: self.broker, self.middleware, lambda: self.wire)
         self._consumer: Consumer | None = None
 
     @property
@@ -78,6 +83,16 @@ class App:
         """New settings reach every part (tasks keep their producer); the broker is rebuilt on next use."""
         self._settings = self.producer.settings = settings
         self._consumer = None
+        self._wire = None
+
+    @property
+    def wire(self) -> Wire:
+        """Signing and S3 offloading of this app's messages (:mod:`cloudq.wire`), built on first use."""
+        if self._wire is None:
+            from cloudq.wire import Wire
+
+            self._wire = Wire.from_settings(self._settings, store=self._payload_store)
+        return self._wire
 
     def use_broker(self, broker: Broker | None) -> None:
         """Replace the broker (None: build one from the settings on next use); the old one is not closed."""
@@ -103,6 +118,7 @@ class App:
             max_retries=settings.max_retries,
             default_queue=settings.default_queue,
             middleware=self.middleware,
+            wire=lambda: self.wire,
         )
 
     def add_middleware(self, middleware: Middleware) -> None:

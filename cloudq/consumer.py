@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ if TYPE_CHECKING:
     from cloudq.middleware import MiddlewareChain
     from cloudq.retry import RetryPolicy
     from cloudq.naming import QueueNaming
+    from cloudq.payloads import Pointer
     from cloudq.tasks import Registry, Task
+    from cloudq.wire import Wire
 
 __all__ = ["Consumer", "JobTimeout", "RunSync", "Settled"]
 
@@ -72,11 +75,14 @@ class JobTimeout(TimeoutError):
 @dataclass(frozen=True, slots=True)
 class Settled:
     """How a delivery ended, for its runtime: ``done`` means the message may be deleted; otherwise it
-    stays in its queue, and ``delay_s`` is the visibility a retry gave it."""
+    stays in its queue, and ``delay_s`` is the visibility a retry gave it. ``payload`` is kept for
+    every outcome but success (a dead letter, an ETA re-send keep pointing to it)."""
 
     outcome: Outcome
     done: bool
     delay_s: int | None = None
+    payload: Pointer | None = None
+    """After success, the S3 object of an offloaded body: delete it once the message is deleted."""
 
 
 async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync) -> Any:
@@ -111,6 +117,7 @@ class Consumer:
         max_retries: int,
         default_queue: str,
         middleware: MiddlewareChain,
+        wire: Callable[[], Wire] | None = None,
     ) -> None:
         self.registry = registry
         self.naming = naming
@@ -119,10 +126,15 @@ class Consumer:
         self.max_retries = max_retries
         self.default_queue = default_queue
         self.middleware = middleware
+        self._wire = wire if wire is not None else _plain_wire
 
     @property
     def broker(self) -> Broker:
         return self._broker()
+
+    @property
+    def wire(self) -> Wire:
+        return self._wire()
 
     async def process(
         self,
@@ -156,7 +168,7 @@ class Consumer:
         job: Job | None = None
         task: Task[Any, Any] | None = None
         try:
-            envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
+            envelope = await self.wire.open(delivery)  # resolve an S3 pointer, verify the signature, decode
             bind_contextvars(job_id=envelope.id, task=envelope.task)
             job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at)
             if envelope.eta is not None and (waiting := _eta_outcome(envelope, queue)) is not None:
@@ -198,7 +210,7 @@ class Consumer:
         except Exception as exc:  # noqa: BLE001 - the message stays in its queue: it comes back, never lost
             logger.error("job.settle_failed", outcome=outcome.kind, error=f"{type(exc).__name__}: {exc}", message_id=delivery.message_id)
             return Settled(outcome, done=False)
-        return Settled(outcome, done=True)
+        return Settled(outcome, done=True, payload=self.wire.pointer(delivery) if outcome.kind == "ack" else None)
 
     async def _dead_letter(self, queue: str, delivery: Delivery, reason: dict[str, str]) -> None:
         """Send the original body to ``queue``'s DLQ with the reason as message attributes.
@@ -225,6 +237,14 @@ class Consumer:
             task = self.registry.get(Envelope.decode(delivery.body).task)
             physical = self.naming.queue_name(task.queue if task is not None else self.default_queue)
         await self.broker.asend(physical, [OutgoingMessage(delivery.body, delay_s=delay_s, attributes=delivery.attributes)])
+
+
+@functools.cache
+def _plain_wire() -> Wire:
+    """A consumer built without the App's wire: no signing, no bucket; pointers still resolve."""
+    from cloudq.wire import Wire
+
+    return Wire.from_settings(None)
 
 
 def _eta_outcome(envelope: Envelope, queue: str) -> Outcome | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cloudq.middleware import MiddlewareChain
     from cloudq.settings import Settings
     from cloudq.settings_env import EnvSettings
+    from cloudq.wire import Wire
 
 __all__ = ["JobRef", "Producer", "SendOptions", "outgoing"]
 
@@ -68,12 +69,16 @@ class SendOptions:
 
 
 
-def outgoing(envelope: Envelope, queue: str, options: SendOptions) -> tuple[Envelope, OutgoingMessage]:
-    """The SQS message for an envelope, applying delay/ETA and FIFO options."""
+def outgoing(
+    envelope: Envelope, queue: str, options: SendOptions, sign: Callable[[Envelope], Envelope] | None = None
+) -> tuple[Envelope, OutgoingMessage]:
+    """The SQS message for an envelope, applying delay/ETA and FIFO options; ``sign`` (the app's
+    :meth:`cloudq.wire.Wire.sign`) signs the final envelope, ETA included."""
     delay_s = options.delay_s
     if is_fifo(queue):
         if delay_s:
             raise ConfigurationError(f"queue {queue!r} is FIFO: per-job delays are not supported by SQS FIFO queues")
+        envelope = sign(envelope) if sign is not None else envelope
         return envelope, OutgoingMessage(
             envelope.encode(), group_id=options.group_id or "default", dedup_id=options.dedup_id or envelope.id
         )
@@ -81,6 +86,7 @@ def outgoing(envelope: Envelope, queue: str, options: SendOptions) -> tuple[Enve
         raise ConfigurationError(f"group_id/dedup_id need a FIFO queue (name ending .fifo), not {queue!r}")
     if delay_s > SQS_MAX_DELAY_S:
         envelope = replace(envelope, eta=envelope.enqueued_at + timedelta(seconds=delay_s))
+    envelope = sign(envelope) if sign is not None else envelope
     return envelope, OutgoingMessage(envelope.encode(), delay_s=min(SQS_MAX_DELAY_S, round(delay_s)))
 
 
@@ -91,10 +97,13 @@ class Producer:
     broker (called on first send, so building an app opens nothing) and the middleware chain.
     """
 
-    def __init__(self, settings: Settings | EnvSettings, broker: Callable[[], Broker], middleware: MiddlewareChain) -> None:
+    def __init__(
+        self, settings: Settings | EnvSettings, broker: Callable[[], Broker], middleware: MiddlewareChain, wire: Callable[[], Wire] | None = None
+    ) -> None:
         self.settings = settings
         self._broker = broker
         self.middleware = middleware
+        self._wire = wire if wire is not None else _wire_of(self)
 
     @contextmanager
     def sending_to(self, broker: Broker) -> Iterator[None]:
@@ -111,7 +120,8 @@ class Producer:
         queue = options.queue or queue
         now = utcnow()
         enqueue = self.middleware.enqueue
-        pairs = [outgoing(enqueue(Envelope(task, args, kwargs, enqueued_at=now)), queue, options) for args, kwargs in calls]
+        sign = self._wire().sign
+        pairs = [outgoing(enqueue(Envelope(task, args, kwargs, enqueued_at=now)), queue, options, sign) for args, kwargs in calls]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str]) -> list[JobRef]:
@@ -123,12 +133,26 @@ class Producer:
         queue, envelopes, messages = self._build(task, queue, calls, options)
         if not messages:
             return []
-        ids = self._broker().send(self.settings.queue_name(queue), messages)
+        ids = self._broker().send(self.settings.queue_name(queue), self._wire().offload(messages))
         return self._refs(task, queue, envelopes, ids)
 
     async def asend(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> list[JobRef]:
         queue, envelopes, messages = self._build(task, queue, calls, options)
         if not messages:
             return []
-        ids = await self._broker().asend(self.settings.queue_name(queue), messages)
+        ids = await self._broker().asend(self.settings.queue_name(queue), await self._wire().aoffload(messages))
         return self._refs(task, queue, envelopes, ids)
+
+
+def _wire_of(producer: Producer) -> Callable[[], Wire]:
+    """A producer built without the App's wire: one from its own settings, built on first send."""
+    built: list[Wire] = []
+
+    def wire() -> Wire:
+        if not built:
+            from cloudq.wire import Wire
+
+            built.append(Wire.from_settings(producer.settings))
+        return built[0]
+
+    return wire

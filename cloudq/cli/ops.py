@@ -6,7 +6,8 @@
   gets a row too (a job sent with ``enqueue --queue`` to a queue no worker of the app polls).
 * ``cloudq dlq peek [APP] QUEUE [-n N] [--json] [--traceback]``: the dead letters of logical QUEUE
   with task, arguments, attempts and the reason cloudq recorded (the error in full; the stored
-  traceback with ``--traceback``), without deleting them.
+  traceback with ``--traceback``), without deleting them. A body offloaded to S3 (the extended
+  client's pointer) is shown as the job it points to.
 * ``cloudq dlq redrive [APP] QUEUE [--max N]``: move them back to QUEUE, where workers run them as
   fresh jobs (SQS's message move task; a receive/send/delete copy with ``--max``).
 * ``cloudq purge [APP] QUEUE [--dlq] [--yes]``: delete every message, after a confirmation.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cloudq.brokers.base import AdminBroker, Delivery, QueueStats, admin_of
 from cloudq.cli.loading import load_app
 from cloudq.envelope import Envelope
-from cloudq.errors import ConfigurationError, EnvelopeError, QueueNotFound
+from cloudq.errors import BrokerError, ConfigurationError, EnvelopeError, QueueNotFound
 from cloudq.queues import QueuePlan, plan_queues
 
 if TYPE_CHECKING:
@@ -118,6 +119,16 @@ def dead_letter_record(delivery: Delivery) -> dict[str, Any]:
     }
 
 
+def resolved_letter(delivery: Delivery, resolve: Callable[[str], tuple[str, Any]]) -> Delivery:
+    """A dead letter whose body is an S3 pointer, with the body it points to (the object stays);
+    shown as the pointer itself if the object is gone or S3 cannot be reached."""
+    try:
+        body, pointer = resolve(delivery.body)
+    except (EnvelopeError, BrokerError):  # PayloadMissing, or S3 refused
+        return delivery
+    return replace(delivery, body=body) if pointer is not None else delivery
+
+
 def describe_dead_letter(delivery: Delivery) -> list[str]:
     """A dead letter's cells; the arguments are cut to fit a terminal, the error never (it is the point)."""
     record = dead_letter_record(delivery)
@@ -179,7 +190,7 @@ def cmd_dlq_peek(ns: argparse.Namespace) -> int:
     try:
         dlq, admin = plan.dead_letter_queue, admin_of(app.broker)
         stats = _require_queue(admin, dlq)
-        letters = admin.peek(dlq, ns.n)
+        letters = [resolved_letter(d, app.wire.payloads.resolve) for d in admin.peek(dlq, ns.n)]
     finally:
         app.close()
     if ns.json:

@@ -27,6 +27,8 @@ What the template holds, and the rules behind it:
   ``sqs:GetQueueUrl`` on the queues. Worker: receive, delete, change visibility, GetQueueUrl and
   GetQueueAttributes on the queues; ``sqs:SendMessage`` on the DLQs (dead-lettering with the reason) and on
   the queues too, because a job whose ETA is beyond SQS's 15-minute delay is re-sent to its own queue.
+* With ``CLOUDQ_PAYLOAD_BUCKET`` set, the bucket of large payloads and its statements in both policies
+  (:mod:`cloudq.infra.payload_bucket`); the worker policy is also the Lambda function's.
 * Optionally, the ECS worker service with autoscaling (:mod:`cloudq.infra.ecs`), behind a Condition.
 
 ``--format serverless`` renders the same queues, alarms, rules and policies as the ``resources:`` section of a
@@ -44,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq.brokers.base import QueueConfig, is_fifo
 from cloudq.errors import ConfigurationError
+from cloudq.infra import payload_bucket
 from cloudq.infra.ecs import ecs_section
 from cloudq.queues import QueuePlan, plan_queues
 from cloudq.schedules.eventbridge import FIFO_GROUP, TARGET_ID, check_rules_engine
@@ -189,9 +192,10 @@ def _managed_policy(description: str, statements: list[dict[str, Any]]) -> dict[
 def _iam_policies(resources: _Resources, app: App, qids: list[str]) -> None:
     queues = [get_att(f"{q}Queue", "Arn") for q in qids]
     dlqs = [get_att(f"{q}DeadLetterQueue", "Arn") for q in qids]
+    bucket, prefix = app.settings.payload_bucket, app.settings.payload_prefix
     resources.add("ProducerPolicy", _managed_policy(
         f"cloudq producer of app {app.name}: enqueue jobs on its queues",
-        [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues)],
+        [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues), *(payload_bucket.producer_statements(bucket, prefix) if bucket else [])],
     ))  # fmt: skip
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]
     resources.add("WorkerPolicy", _managed_policy(
@@ -199,6 +203,7 @@ def _iam_policies(resources: _Resources, app: App, qids: list[str]) -> None:
         [
             _statement("ConsumeJobs", [*consume, "sqs:SendMessage"], queues),
             _statement("DeadLetterJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], dlqs),
+            *(payload_bucket.worker_statements(bucket, prefix) if bucket else []),
         ],
     ))  # fmt: skip
 
@@ -216,7 +221,7 @@ def _periodic_specs(app: App) -> list[PeriodicSpec]:
 
 def _rule(app: App, spec: PeriodicSpec, qid: str) -> dict[str, Any]:
     name = resource_name(app.settings.queue_prefix, spec.name)
-    target: dict[str, Any] = {"Id": TARGET_ID, "Arn": get_att(f"{qid}Queue", "Arn"), "Input": spec.envelope_body(name)}
+    target: dict[str, Any] = {"Id": TARGET_ID, "Arn": get_att(f"{qid}Queue", "Arn"), "Input": spec.envelope_body(name, app.wire.signer)}
     if is_fifo(spec.queue):
         target["SqsParameters"] = {"MessageGroupId": FIFO_GROUP}
     props = {
@@ -283,6 +288,10 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
         _alarms(resources, plan, qids[plan.queue], knobs)
     _iam_policies(resources, app, [qids[plan.queue] for plan in plans])
     _schedules(resources, app, specs, qids)
+    if app.settings.payload_bucket:
+        retentions = [SQS_MAX_RETENTION_S, *(plan.config.retention_s for plan in plans)]  # the DLQs keep 14 days
+        for logical_id, resource in payload_bucket.bucket_resources(app.settings.payload_bucket, app.settings.payload_prefix, retentions, tags).items():
+            resources.add(logical_id, resource)
     return resources, _outputs(plans, qids), plans, qids
 
 

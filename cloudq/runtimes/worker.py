@@ -133,7 +133,7 @@ class Worker:
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: ThreadResults | None = None
-        self._acks = AckBatcher(self.broker, settings.delete_flush_s)
+        self._acks = AckBatcher(self.broker, settings.delete_flush_s, self.consumer.wire.adelete)
         self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
 
     # -- control ----------------------------------------------------------------------------
@@ -351,7 +351,7 @@ class Worker:
         else:
             self.stats.rescheduled += 1
         if settled.done:
-            self._acks.add(job.physical, job.delivery)
+            self._acks.add(job.physical, job.delivery, settled.payload)
 
     async def _release_retries(self) -> None:
         """At the end of a burst, retries due beyond the bound are made visible now, not left in flight."""
