@@ -1,0 +1,261 @@
+"""``python -m bench.payloads``: what S3 offloading and signed envelopes cost, on LocalStack (issue 15).
+
+1. **Calls of one 1 MiB job, end to end**: ``task.delay`` of 1 MiB of arguments with
+   ``CLOUDQ_PAYLOAD_BUCKET`` set, then a worker (``max_tasks=1``) runs it; and the same job through the
+   Lambda handler in-process (records received from LocalStack). Every AWS call is counted from botocore's
+   ``before-call`` event on each client cloudq builds (S3, SQS sync and aioboto3), and from LocalStack's log
+   (``AWS s3.PutObject => 200`` lines) when ``CLOUDQ_LOCALSTACK_LOG`` is set. Expected: one PutObject, one
+   GetObject and one DeleteObject, plus the job's SQS calls.
+2. **Signing overhead**: ``.map()`` of N no-op jobs into a fresh queue, then an in-process worker draining
+   them, unsigned against signed (``CLOUDQ_SIGNING_KEYS``), sides alternating A B B A over ``--rounds``
+   (at least 5) rounds each, after one untimed warm-up round per side, in one run; medians, and signed as a
+   percentage of unsigned. Also the CPU cost of
+   signing and verifying one envelope, without I/O.
+
+    CLOUDQ_BENCH_ENDPOINT=http://127.0.0.1:4566 .venv/bin/python -m bench.payloads [--jobs 2000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+import timeit
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import BenchError, QueueFactory, aws_defaults, median, quiet_logs, require_localstack, sqs_client, unique_name
+
+MIB = 1024 * 1024
+KEYS = "bench-signing-key-1,bench-signing-key-0"
+_LOG_LINE = re.compile(r"AWS (s3|sqs)\.(\w+) => (\d+)")
+
+
+# -- counting calls ------------------------------------------------------------------------------------
+class CallCounter:
+    """Counts ``service.Operation`` of every client built through :mod:`cloudq.aws.clients` while installed."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        self.calls[f"{service}.{operation}"] += 1
+
+    def attach(self, client: Any) -> Any:
+        client.meta.events.register("before-call.*.*", self._count)
+        return client
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[CallCounter]:
+        from cloudq.aws import clients
+
+        real_client, real_aclient = clients.client, clients.aclient
+
+        def client(*args: Any, **kwargs: Any) -> Any:
+            return self.attach(real_client(*args, **kwargs))
+
+        @contextlib.asynccontextmanager
+        async def aclient(*args: Any, **kwargs: Any) -> Any:
+            async with real_aclient(*args, **kwargs) as built:
+                yield self.attach(built)
+
+        clients.client, clients.aclient = client, aclient  # type: ignore[assignment]
+        try:
+            yield self
+        finally:
+            clients.client, clients.aclient = real_client, real_aclient  # type: ignore[assignment]
+
+
+def log_calls(path: Path | None, offset: int) -> dict[str, int] | None:
+    if path is None:
+        return None
+    time.sleep(0.2)  # LocalStack writes its line after answering
+    with path.open("rb") as log:
+        log.seek(offset)
+        return dict(Counter(f"{m[1]}.{m[2]}" for m in _LOG_LINE.finditer(log.read().decode(errors="replace"))))
+
+
+def log_offset(path: Path | None) -> int:
+    return path.stat().st_size if path is not None else 0
+
+
+def one_job_calls(endpoint: str, queues: QueueFactory, s3: Any, bucket: str, runtime: str, log: Path | None) -> dict[str, Any]:
+    """One 1 MiB job enqueued, then run by ``runtime`` (worker or lambda); its AWS calls and what is left in S3."""
+    import cloudq
+    from cloudq.runtimes.lambda_local import sqs_record
+    from cloudq.runtimes.worker import Worker
+
+    prefix = queues.name(f"big-{runtime}") + "-"
+    settings = cloudq.Settings(broker="sqs", endpoint_url=endpoint, region="us-east-1", queue_prefix=prefix, payload_bucket=bucket, wait_time_s=1, log_level="WARNING")
+    app = cloudq.App("bench-big", settings=settings)
+    ran: list[int] = []
+    task = app.task(name="bench.digest")(lambda blob: ran.append(len(blob)))
+    physical = app.settings.queue_name("default")
+    queues.create(physical)
+    counter = CallCounter()
+    offset = log_offset(log)
+    with counter.installed():
+        task.delay("x" * MIB)
+        if runtime == "worker":
+            asyncio.run(_work_one(app, Worker))
+        else:
+            handler = app.lambda_handler
+            try:
+                deliveries: list[Any] = []
+                while not deliveries:
+                    deliveries = handler.run(app.broker.receive(physical, max_messages=10, wait_s=1))
+                answer = handler({"Records": [sqs_record(d, region="us-east-1") for d in deliveries]}, None)
+            finally:
+                handler.close()
+            if answer != {"batchItemFailures": []}:
+                raise RuntimeError(f"the Lambda handler failed the job: {answer}")
+    app.close()
+    if ran != [MIB]:
+        raise RuntimeError(f"the 1 MiB job did not run once: {ran}")
+    logged = log_calls(log, offset)  # before listing the bucket, which LocalStack logs too
+    left = s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    return {"runtime": runtime, "calls": dict(sorted(counter.calls.items())), "log_calls": logged, "objects_left": left}
+
+
+async def _work_one(app: Any, worker_class: Any) -> None:
+    worker = worker_class(app, max_tasks=1)
+    await asyncio.wait_for(worker.run(), 60)
+    await app.aclose()
+
+
+# -- signing overhead ------------------------------------------------------------------------------------
+def signing_round(endpoint: str, queues: QueueFactory, n: int, signed: bool, label: str) -> dict[str, float]:
+    """``.map()`` of n no-op jobs into a fresh queue, then a worker drains them; both timed."""
+    return asyncio.run(_signing_round(endpoint, queues, n, signed, label))
+
+
+async def _signing_round(endpoint: str, queues: QueueFactory, n: int, signed: bool, label: str) -> dict[str, float]:
+    import cloudq
+    from cloudq.runtimes.worker import Worker
+
+    settings = cloudq.Settings(
+        broker="sqs", endpoint_url=endpoint, region="us-east-1", queue_prefix=queues.name(label) + "-", concurrency=10,
+        shutdown_grace_s=2.0, signing_keys=KEYS if signed else None, log_level="WARNING",
+    )  # fmt: skip
+    app = cloudq.App("bench-sign", settings=settings)
+    task = app.task(name="bench.noop")(lambda: None)
+    physical = app.settings.queue_name("default")
+    queues.create(physical)
+    try:
+        app.broker.queue_url(physical)  # type: ignore[attr-defined]  # resolved before timing, as in bench.sqs_drain
+        await app.broker.receive(physical, max_messages=1, wait_s=0)
+        started = time.perf_counter()
+        task.map([()] * n)
+        mapped = time.perf_counter()
+        worker = Worker(app, concurrency=10, max_tasks=n)
+        stats = await asyncio.wait_for(worker.run(), 300)
+        drained = time.perf_counter()
+        if stats.succeeded != n:
+            raise RuntimeError(f"{'signed' if signed else 'unsigned'} worker ran {stats.succeeded} of {n} jobs (dead-lettered {stats.dead_lettered})")
+    finally:
+        await app.aclose()
+    return {"map_rate": n / (mapped - started), "drain_rate": n / (drained - mapped)}
+
+
+def cpu_costs() -> dict[str, float]:
+    """Microseconds to sign one envelope (encode included) and to verify one (json.loads included), against encode/decode alone."""
+    import cloudq
+    from cloudq.signing import Signer, parse_keys
+
+    signer = Signer(parse_keys(KEYS))
+    envelope = cloudq.Envelope("bench.noop", ("acme", 100), {"note": "a" * 100})
+    body = signer.sign(envelope).encode()
+    runs = 20_000
+
+    def us(stmt: Any) -> float:
+        return min(timeit.repeat(stmt, number=runs, repeat=5)) / runs * 1e6
+
+    return {
+        "encode_us": us(envelope.encode),
+        "sign_and_encode_us": us(lambda: signer.sign(envelope).encode()),
+        "decode_us": us(lambda: cloudq.Envelope.decode(body)),
+        "verify_and_decode_us": us(lambda: cloudq.Envelope.from_dict(d) if signer.verify(d := json.loads(body)) else None),
+    }
+
+
+def alternate(rounds: int) -> list[bool]:
+    return [signed for i in range(rounds) for signed in ((False, True) if i % 2 == 0 else (True, False))]
+
+
+# -- report ------------------------------------------------------------------------------------------------
+def text(report: dict[str, Any]) -> str:
+    lines = ["1 MiB job end to end (botocore before-call events; LocalStack log in brackets when given)"]
+    for row in report["one_job"]:
+        log = row["log_calls"]
+        calls = ", ".join(f"{op} {n}" + (f" [{log.get(op, 0)}]" if log is not None else "") for op, n in row["calls"].items())
+        lines.append(f"  {row['runtime']:<7} {calls}; objects left in the bucket: {row['objects_left']}")
+    sign = report["signing"]
+    lines.append(f"signing, {report['config']['jobs']} no-op jobs, {report['config']['rounds']} rounds per side (median)")
+    for key, label in (("map_rate", ".map() jobs/s"), ("drain_rate", "drain jobs/s")):
+        lines.append(f"  {label:<14} unsigned {sign['unsigned'][key]:8.0f}  signed {sign['signed'][key]:8.0f}  signed/unsigned {sign['ratio'][key]:6.1%}")
+    cpu = report["cpu"]
+    lines.append(
+        f"  CPU per envelope: encode {cpu['encode_us']:.1f} us, sign+encode {cpu['sign_and_encode_us']:.1f} us; "
+        f"decode {cpu['decode_us']:.1f} us, verify+decode {cpu['verify_and_decode_us']:.1f} us"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.payloads", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", "-n", type=int, default=2000, help="no-op jobs per signing round (default 2000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per side, alternating (default 5, at least 5)")
+    args = parser.parse_args(argv)
+    if args.rounds < 5 or args.jobs < 100:
+        parser.error("need --rounds >= 5 and --jobs >= 100")
+    quiet_logs()
+    aws_defaults()
+    try:
+        endpoint = require_localstack(os.environ.get("CLOUDQ_BENCH_ENDPOINT"))
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    log = Path(os.environ["CLOUDQ_LOCALSTACK_LOG"]) if os.environ.get("CLOUDQ_LOCALSTACK_LOG") else None
+    import boto3
+
+    client = sqs_client(endpoint)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    queues = QueueFactory(client, unique_name("pay").removeprefix("pay-"))
+    bucket = unique_name("cloudq-bench-payloads")
+    s3.create_bucket(Bucket=bucket)
+    try:
+        one_job = [one_job_calls(endpoint, queues, s3, bucket, runtime, log) for runtime in ("worker", "lambda")]
+        for signed in (False, True):  # untimed: imports, clients and connections of both sides warmed
+            signing_round(endpoint, queues, 100, signed, f"warm{int(signed)}")
+        rounds: dict[str, list[dict[str, float]]] = {"unsigned": [], "signed": []}
+        for i, signed in enumerate(alternate(args.rounds)):
+            rounds["signed" if signed else "unsigned"].append(signing_round(endpoint, queues, args.jobs, signed, f"s{i}"))
+    finally:
+        queues.delete_all()
+        for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+        s3.delete_bucket(Bucket=bucket)
+        client.close()
+    medians = {side: {key: median(r[key] for r in rs) for key in ("map_rate", "drain_rate")} for side, rs in rounds.items()}
+    ratio = {key: medians["signed"][key] / medians["unsigned"][key] for key in ("map_rate", "drain_rate")}
+    report = {
+        "config": {"jobs": args.jobs, "rounds": args.rounds, "endpoint": endpoint, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "one_job": one_job,
+        "signing": {**medians, "ratio": ratio, "rounds": rounds},
+        "cpu": cpu_costs(),
+    }
+    print(text(report))
+    print(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
