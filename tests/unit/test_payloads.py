@@ -257,3 +257,16 @@ def test_the_lambda_handler_deletes_a_succeeded_message_then_its_object(broker: 
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [records[1]["messageId"]]
     assert broker.calls["ack"] == 1 and store.calls.get("delete") == 1 and len(store.objects) == 1
     assert parse_pointer(records[1]["body"]) in store.objects
+
+
+def test_the_cli_prints_payload_too_large_in_one_line(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cloudq enqueue` of a 2 MiB argument without a bucket: exit 1 and one line naming the setting, no traceback."""
+    from cloudq.cli import main
+
+    monkeypatch.setenv("CLOUDQ_BROKER", "local")
+    monkeypatch.setenv("CLOUDQ_LOCAL_PATH", str(tmp_path / "q.db"))
+    monkeypatch.delenv("CLOUDQ_PAYLOAD_BUCKET", raising=False)
+    code = main(["enqueue", "cloudq.examples.shop:app", "search.update_index", "--args", json.dumps(["x" * (2 * MIB)])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("cloudq: PayloadTooLarge: message of ") and "set CLOUDQ_PAYLOAD_BUCKET" in err[0]
