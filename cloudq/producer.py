@@ -70,24 +70,22 @@ class SendOptions:
 
 
 def outgoing(
-    envelope: Envelope, queue: str, options: SendOptions, sign: Callable[[Envelope], Envelope] | None = None
+    envelope: Envelope, queue: str, options: SendOptions, encode: Callable[[Envelope], str] = Envelope.encode
 ) -> tuple[Envelope, OutgoingMessage]:
-    """The SQS message for an envelope, applying delay/ETA and FIFO options; ``sign`` (the app's
-    :meth:`cloudq.wire.Wire.sign`) signs the final envelope, ETA included."""
+    """The SQS message for an envelope, applying delay/ETA and FIFO options; ``encode`` (the app's
+    :meth:`cloudq.wire.Wire.encode`) signs the final envelope, ETA included."""
     delay_s = options.delay_s
     if is_fifo(queue):
         if delay_s:
             raise ConfigurationError(f"queue {queue!r} is FIFO: per-job delays are not supported by SQS FIFO queues")
-        envelope = sign(envelope) if sign is not None else envelope
         return envelope, OutgoingMessage(
-            envelope.encode(), group_id=options.group_id or "default", dedup_id=options.dedup_id or envelope.id
+            encode(envelope), group_id=options.group_id or "default", dedup_id=options.dedup_id or envelope.id
         )
     if options.group_id or options.dedup_id:
         raise ConfigurationError(f"group_id/dedup_id need a FIFO queue (name ending .fifo), not {queue!r}")
     if delay_s > SQS_MAX_DELAY_S:
         envelope = replace(envelope, eta=envelope.enqueued_at + timedelta(seconds=delay_s))
-    envelope = sign(envelope) if sign is not None else envelope
-    return envelope, OutgoingMessage(envelope.encode(), delay_s=min(SQS_MAX_DELAY_S, round(delay_s)))
+    return envelope, OutgoingMessage(encode(envelope), delay_s=min(SQS_MAX_DELAY_S, round(delay_s)))
 
 
 class Producer:
@@ -120,8 +118,8 @@ class Producer:
         queue = options.queue or queue
         now = utcnow()
         enqueue = self.middleware.enqueue
-        sign = self._wire().sign
-        pairs = [outgoing(enqueue(Envelope(task, args, kwargs, enqueued_at=now)), queue, options, sign) for args, kwargs in calls]
+        encode = self._wire().encode  # signs, with CLOUDQ_SIGNING_KEYS
+        pairs = [outgoing(enqueue(Envelope(task, args, kwargs, enqueued_at=now)), queue, options, encode) for args, kwargs in calls]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str]) -> list[JobRef]:

@@ -29,8 +29,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cloudq.envelope import Envelope, format_time
-from cloudq.errors import BadSignature, ConfigurationError
+from cloudq.envelope import Envelope, encode_dict
+from cloudq.errors import BadSignature, ConfigurationError, EnvelopeError
 
 __all__ = ["SIGNATURE_HEADER", "Signer", "canonical", "parse_keys"]
 
@@ -44,18 +44,25 @@ def parse_keys(raw: str | None) -> tuple[bytes, ...]:
     return tuple(part.strip().encode() for part in (raw or "").split(",") if part.strip())
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _CANONICAL_JSON.encode(value).encode()
 
 
 def canonical(job_id: str | None, task: str, args: Sequence[Any], kwargs: Mapping[str, Any], eta: str | None) -> bytes:
     """The bytes a signature covers (see the module docstring)."""
     form = [_VERSION, job_id, task, list(args), kwargs, eta]
     try:
-        return _dumps(form)
-    except TypeError:
-        # Keys of mixed types (1 and "a") cannot be sorted; as JSON they are all strings, as a consumer sees them.
-        return _dumps(json.loads(json.dumps(form, ensure_ascii=False)))
+        try:
+            return _dumps(form)
+        except TypeError:
+            # Keys of mixed types (1 and "a") cannot be sorted; as JSON they are all strings, as a consumer sees them.
+            return _dumps(json.loads(json.dumps(form, ensure_ascii=False, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError(f"arguments of task {task!r} are not JSON-serializable: {exc}") from exc
 
 
 class Signer:
@@ -65,12 +72,13 @@ class Signer:
     which :meth:`verify` reports by returning False so the caller can log it.
     """
 
-    __slots__ = ("_keys", "accept_unsigned")
+    __slots__ = ("_macs", "accept_unsigned")
 
     def __init__(self, keys: Sequence[bytes], *, accept_unsigned: bool = False) -> None:
         if not keys:
             raise ConfigurationError("CLOUDQ_SIGNING_KEYS holds no key (comma-separated secrets)")
-        self._keys = tuple(keys)
+        # One keyed HMAC per key, copied per message: cheaper than keying a new one each time.
+        self._macs = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
         self.accept_unsigned = accept_unsigned
 
     @classmethod
@@ -80,23 +88,28 @@ class Signer:
         return cls(keys, accept_unsigned=bool(getattr(settings, "accept_unsigned", False))) if keys else None
 
     def __repr__(self) -> str:
-        return f"<Signer keys={len(self._keys)} accept_unsigned={self.accept_unsigned}>"
+        return f"<Signer keys={len(self._macs)} accept_unsigned={self.accept_unsigned}>"
 
-    def _mac(self, key: bytes, message: bytes) -> str:
-        return _SCHEME + hmac.new(key, message, hashlib.sha256).hexdigest()
-
-    def signature(self, envelope: Envelope) -> str:
-        eta = format_time(envelope.eta) if envelope.eta else None
-        return self._mac(self._keys[0], canonical(envelope.id, envelope.task, envelope.args, envelope.kwargs, eta))
-
-    def sign(self, envelope: Envelope) -> Envelope:
-        """``envelope`` with its signature header (replacing any earlier one)."""
-        return envelope.with_headers(**{SIGNATURE_HEADER: self.signature(envelope)})
+    @staticmethod
+    def _mac(keyed: Any, message: bytes) -> str:
+        mac = keyed.copy()
+        mac.update(message)
+        return _SCHEME + str(mac.hexdigest())
 
     def sign_dict(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Sign an envelope as a wire dict (``id`` and ``eta`` may be absent: EventBridge inputs)."""
-        mac = self._mac(self._keys[0], _canonical_of(data))
+        """Sign an envelope as a wire dict (``id`` and ``eta`` may be absent: EventBridge inputs); the
+        signature header replaces any earlier one."""
+        mac = self._mac(self._macs[0], _canonical_of(data))
         return {**data, "headers": {**(data.get("headers") or {}), SIGNATURE_HEADER: mac}}
+
+    def encode(self, envelope: Envelope) -> str:
+        """The signed body of ``envelope`` (what :meth:`Envelope.encode` gives, plus the signature header)."""
+        return encode_dict(self.sign_dict(envelope.to_dict()))
+
+    def sign(self, envelope: Envelope) -> Envelope:
+        """``envelope`` with its signature header, for callers that keep the envelope (tests, tools)."""
+        signed = self.sign_dict(envelope.to_dict())["headers"][SIGNATURE_HEADER]
+        return envelope.with_headers(**{SIGNATURE_HEADER: signed})
 
     def verify(self, data: Mapping[str, Any]) -> bool:
         """Check a parsed envelope as it came off the wire: True if signed by one of the keys, False if
@@ -111,9 +124,9 @@ class Signer:
             raise BadSignature(f"the envelope's {SIGNATURE_HEADER} header is not an {_SCHEME[:-1]} signature")
         try:
             message = _canonical_of(data)
-        except (TypeError, ValueError) as exc:
+        except EnvelopeError as exc:
             raise BadSignature(f"the envelope's signed fields cannot be put in canonical form: {exc}") from None
-        if any(hmac.compare_digest(self._mac(key, message), given) for key in self._keys):
+        if any(hmac.compare_digest(self._mac(keyed, message), given) for keyed in self._macs):
             return True
         raise BadSignature("the envelope's signature matches none of the consumer's signing keys (tampered, or signed with another key)")
 

@@ -1,6 +1,6 @@
 """What happens to a job between its envelope and the broker: signing and S3 offloading.
 
-The producer seals (:meth:`Wire.sign` each envelope, then :meth:`Wire.offload` the messages); the
+The producer seals (:meth:`Wire.encode` signs each envelope, then :meth:`Wire.offload` the messages); the
 consumer core opens (:meth:`Wire.open`: resolve a pointer, verify the signature, decode); the
 runtimes delete an offloaded object once its message is deleted after success
 (:meth:`Wire.adelete`). The App builds one Wire from its settings and hands it to both sides, so
@@ -44,8 +44,9 @@ class Wire:
         return cls(Payloads(settings, store=store), signer)
 
     # -- producing ------------------------------------------------------------------------------
-    def sign(self, envelope: Envelope) -> Envelope:
-        return self.signer.sign(envelope) if self.signer is not None else envelope
+    def encode(self, envelope: Envelope) -> str:
+        """The message body of ``envelope``: signed when the app has keys."""
+        return self.signer.encode(envelope) if self.signer is not None else envelope.encode()
 
     def offload(self, messages: Sequence[OutgoingMessage]) -> list[OutgoingMessage]:
         return self.payloads.offload(messages)

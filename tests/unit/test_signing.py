@@ -209,3 +209,12 @@ def test_routed_eventbridge_events_are_signed_by_the_handler(monkeypatch: pytest
     finally:
         handler.close()
     assert response["ok"] is True and seen == [{"id": 1}]
+
+
+def test_arguments_json_cannot_carry_are_the_usual_envelope_error_when_signing() -> None:
+    """Signing must not turn the producer's one-line error into a TypeError."""
+    app = make_app(MemoryBroker(), NEW)
+    with pytest.raises(cloudq.EnvelopeError, match="not JSON-serializable"):
+        app.get_task("pay").delay("acme", object())
+    with pytest.raises(cloudq.EnvelopeError, match="not JSON-serializable"):
+        app.get_task("pay").delay("acme", float("nan"))
