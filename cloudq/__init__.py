@@ -29,10 +29,14 @@ from cloudq.errors import (
     CloudQError,
     ConfigurationError,
     EnvelopeError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
     PayloadMissing,
     PayloadTooLarge,
     QueueNotFound,
     Reject,
+    ResultUnavailable,
     Retry,
     ScheduleError,
     TaskNotFound,
@@ -43,8 +47,11 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.envelope import Envelope
     from cloudq.job import Job, current_job
+    from cloudq.jobs.ref import JobRef
+    from cloudq.jobs.state import JobError, JobState
+    from cloudq.jobs.store import JobStore
     from cloudq.middleware import Middleware
-    from cloudq.producer import JobRef, SendOptions
+    from cloudq.producer import SendOptions
     from cloudq.retry import Outcome
     from cloudq.settings import Settings
     from cloudq.tasks import Task
@@ -62,13 +69,20 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "Job",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
     "JobRef",
+    "JobState",
+    "JobStore",
     "Middleware",
     "Outcome",
     "PayloadMissing",
     "PayloadTooLarge",
     "QueueNotFound",
     "Reject",
+    "ResultUnavailable",
     "Retry",
     "ScheduleError",
     "SendOptions",
@@ -85,7 +99,10 @@ _LAZY = {
     "App": "cloudq.app",
     "Envelope": "cloudq.envelope",
     "Job": "cloudq.job",
-    "JobRef": "cloudq.producer",
+    "JobError": "cloudq.jobs.state",
+    "JobRef": "cloudq.jobs.ref",
+    "JobState": "cloudq.jobs.state",
+    "JobStore": "cloudq.jobs.store",
     "Middleware": "cloudq.middleware",
     "Outcome": "cloudq.retry",
     "SendOptions": "cloudq.producer",

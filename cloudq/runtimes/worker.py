@@ -67,10 +67,13 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     rescheduled: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+    """Deliveries of jobs the job store saw succeed already (acked without running)."""
 
     @property
     def processed(self) -> int:
-        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled
+        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled + self.cancelled + self.skipped
 
 
 @dataclass(eq=False, slots=True)
@@ -348,8 +351,12 @@ class Worker:
                 self._retries.add(job.physical, job.delivery, settled.delay_s)
         elif kind == "dead_letter":
             self.stats.dead_lettered += 1
-        else:
+        elif kind == "reschedule":
             self.stats.rescheduled += 1
+        elif kind == "cancelled":
+            self.stats.cancelled += 1
+        else:
+            self.stats.skipped += 1
         if settled.done:
             self._acks.add(job.physical, job.delivery, settled.payload)
 
