@@ -27,6 +27,8 @@ What the template holds, and the rules behind it:
   ``sqs:GetQueueUrl`` on the queues. Worker: receive, delete, change visibility, GetQueueUrl and
   GetQueueAttributes on the queues; ``sqs:SendMessage`` on the DLQs (dead-lettering with the reason) and on
   the queues too, because a job whose ETA is beyond SQS's 15-minute delay is re-sent to its own queue.
+* With ``CLOUDQ_JOB_STORE=dynamodb``: the job state table and its grants in both policies
+  (:mod:`cloudq.infra.job_table`).
 * With ``CLOUDQ_PAYLOAD_BUCKET`` set, the bucket of large payloads and its statements in both policies
   (:mod:`cloudq.infra.payload_bucket`); the worker policy is also the Lambda function's.
 * Optionally, the ECS worker service with autoscaling (:mod:`cloudq.infra.ecs`), behind a Condition.
@@ -48,6 +50,7 @@ from cloudq.brokers.base import QueueConfig, is_fifo
 from cloudq.errors import ConfigurationError
 from cloudq.infra import payload_bucket
 from cloudq.infra.ecs import ecs_section
+from cloudq.infra.job_table import JobTableSection, job_table_section
 from cloudq.queues import QueuePlan, plan_queues
 from cloudq.schedules.eventbridge import FIFO_GROUP, TARGET_ID, check_rules_engine
 from cloudq.schedules.plan import Owner, owner_tags, resource_name
@@ -189,22 +192,25 @@ def _managed_policy(description: str, statements: list[dict[str, Any]]) -> dict[
     return {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"Description": description, "PolicyDocument": document}}
 
 
-def _iam_policies(resources: _Resources, app: App, qids: list[str]) -> None:
+def _iam_policies(resources: _Resources, app: App, qids: list[str], jobs: JobTableSection) -> None:
     queues = [get_att(f"{q}Queue", "Arn") for q in qids]
     dlqs = [get_att(f"{q}DeadLetterQueue", "Arn") for q in qids]
     bucket, prefix = app.settings.payload_bucket, app.settings.payload_prefix
-    resources.add("ProducerPolicy", _managed_policy(
-        f"cloudq producer of app {app.name}: enqueue jobs on its queues",
-        [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues), *(payload_bucket.producer_statements(bucket, prefix) if bucket else [])],
-    ))  # fmt: skip
+    producer = [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues)]
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]
+    worker = [
+        _statement("ConsumeJobs", [*consume, "sqs:SendMessage"], queues),
+        _statement("DeadLetterJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], dlqs),
+    ]
+    if jobs.resources:
+        producer.append(_statement("JobState", jobs.producer_actions, [jobs.table_arn]))
+        worker.append(_statement("JobState", jobs.worker_actions, [jobs.table_arn]))
+    if bucket:
+        producer += payload_bucket.producer_statements(bucket, prefix)
+        worker += payload_bucket.worker_statements(bucket, prefix)
+    resources.add("ProducerPolicy", _managed_policy(f"cloudq producer of app {app.name}: enqueue jobs on its queues", producer))
     resources.add("WorkerPolicy", _managed_policy(
-        f"cloudq worker of app {app.name}: consume its queues, re-send far ETAs, dead-letter with the reason",
-        [
-            _statement("ConsumeJobs", [*consume, "sqs:SendMessage"], queues),
-            _statement("DeadLetterJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], dlqs),
-            *(payload_bucket.worker_statements(bucket, prefix) if bucket else []),
-        ],
+        f"cloudq worker of app {app.name}: consume its queues, re-send far ETAs, dead-letter with the reason", worker
     ))  # fmt: skip
 
 
@@ -286,13 +292,16 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
     for plan in plans:
         _queue_resources(resources, plan, qids[plan.queue], tags)
         _alarms(resources, plan, qids[plan.queue], knobs)
-    _iam_policies(resources, app, [qids[plan.queue] for plan in plans])
+    jobs = job_table_section(app)
+    for logical_id, resource in jobs.resources.items():
+        resources.add(logical_id, resource)
+    _iam_policies(resources, app, [qids[plan.queue] for plan in plans], jobs)
     _schedules(resources, app, specs, qids)
     if app.settings.payload_bucket:
         retentions = [SQS_MAX_RETENTION_S, *(plan.config.retention_s for plan in plans)]  # the DLQs keep 14 days
         for logical_id, resource in payload_bucket.bucket_resources(app.settings.payload_bucket, app.settings.payload_prefix, retentions, tags).items():
             resources.add(logical_id, resource)
-    return resources, _outputs(plans, qids), plans, qids
+    return resources, {**_outputs(plans, qids), **jobs.outputs}, plans, qids
 
 
 def _parameters(backlog_age_threshold_s: int) -> dict[str, Any]:
