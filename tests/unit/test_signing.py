@@ -218,3 +218,21 @@ def test_arguments_json_cannot_carry_are_the_usual_envelope_error_when_signing()
         app.get_task("pay").delay("acme", object())
     with pytest.raises(cloudq.EnvelopeError, match="not JSON-serializable"):
         app.get_task("pay").delay("acme", float("nan"))
+
+
+def test_schedules_sync_plans_signed_inputs_for_both_engines() -> None:
+    """`schedules sync` (EventBridge rules and Scheduler schedules) deploys inputs signed with the app's first key."""
+    from cloudq.schedules.eventbridge import desired_rules
+    from cloudq.schedules.plan import QueueInfo
+    from cloudq.schedules.scheduler import desired_schedules
+
+    app = make_app(MemoryBroker(), f"{NEW},{OLD}", scheduler_role_arn="arn:aws:iam::1:role/s")
+
+    @app.periodic("rate(1 hour)", name="nightly", args=("eu", 1))
+    def nightly(region: str, n: int) -> None: ...
+
+    queues = {"default": QueueInfo("default", "url", "arn:aws:sqs:us-east-1:1:default")}
+    rule_input = next(iter(desired_rules(app, queues).values())).target["Input"]
+    schedule_input = next(iter(desired_schedules(app, queues).values()))["Target"]["Input"]
+    new_only = Signer(parse_keys(NEW))
+    assert new_only.verify(json.loads(rule_input)) is True and new_only.verify(json.loads(schedule_input)) is True
