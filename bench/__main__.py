@@ -17,7 +17,7 @@ from bench.common import BenchError, Deadline, LocalStackLog, QueueFactory, aws_
 from bench.common import sqs_client, start_watchdog, unique_name
 from bench.report import Report
 
-SECTIONS = ("sqs", "producer", "cli", "local")
+SECTIONS = ("sqs", "producer", "cli", "local", "payloads")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,6 +126,15 @@ def run_local(args: argparse.Namespace, report: Report, deadline: Deadline) -> N
     report.local(huey, cloudq, args.concurrency)
 
 
+def run_payloads(args: argparse.Namespace, report: Report, endpoint: str) -> None:
+    """S3 offloading's calls for one 1 MiB job, and signing's cost on .map() and drain (at least 5 rounds)."""
+    from bench import payloads
+
+    result = payloads.run(endpoint, args.jobs, max(5, args.rounds), os.environ.get("CLOUDQ_LOCALSTACK_LOG"))
+    report.data["payloads"] = result
+    report.lines += ["", *payloads.text(result).splitlines()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_watchdog(args.timeout)
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     aws_defaults()
     endpoint = os.environ.get("CLOUDQ_BENCH_ENDPOINT")
-    needs_sqs = bool({"sqs", "producer", "cli"} & set(args.only))
+    needs_sqs = bool({"sqs", "producer", "cli", "payloads"} & set(args.only))
     try:
         if needs_sqs:
             endpoint = require_localstack(endpoint)
@@ -154,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(("cli", lambda: run_cli(args, report, endpoint or "", log, deadline)))
     if "local" in args.only:
         sections.append(("local", lambda: run_local(args, report, deadline)))
+    if "payloads" in args.only:
+        sections.append(("payloads", lambda: run_payloads(args, report, endpoint or "")))
     started = time.perf_counter()
     failed = False
     for name, run in sections:

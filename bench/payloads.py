@@ -202,6 +202,7 @@ def text(report: dict[str, Any]) -> str:
     for key, label in (("map_rate", ".map() jobs/s"), ("drain_rate", "drain jobs/s")):
         lines.append(f"  {label:<14} unsigned {sign['unsigned'][key]:8.0f}  signed {sign['signed'][key]:8.0f}  signed/unsigned {sign['ratio'][key]:6.1%}")
     cpu = report["cpu"]
+    lines.append("  goals: " + ", ".join(f"{name} {'ok' if ok else 'MISSED'}" for name, ok in report["goals"].items()))
     lines.append(
         f"  CPU per envelope: encode {cpu['encode_us']:.1f} us, sign+encode {cpu['sign_and_encode_us']:.1f} us; "
         f"decode {cpu['decode_us']:.1f} us, verify+decode {cpu['verify_and_decode_us']:.1f} us"
@@ -223,8 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    log = Path(os.environ["CLOUDQ_LOCALSTACK_LOG"]) if os.environ.get("CLOUDQ_LOCALSTACK_LOG") else None
+    report = run(endpoint, args.jobs, args.rounds, os.environ.get("CLOUDQ_LOCALSTACK_LOG"))
+    print(text(report))
+    print(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+def run(endpoint: str, jobs: int, rounds_per_side: int, localstack_log: str | None) -> dict[str, Any]:
+    """Both parts against ``endpoint``, with a bucket and queues of their own (deleted at the end)."""
     import boto3
+
+    log = Path(localstack_log) if localstack_log else None
 
     client = sqs_client(endpoint)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -236,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         for signed in (False, True):  # untimed: imports, clients and connections of both sides warmed
             signing_round(endpoint, queues, 100, signed, f"warm{int(signed)}")
         rounds: dict[str, list[dict[str, float]]] = {"unsigned": [], "signed": []}
-        for i, signed in enumerate(alternate(args.rounds)):
-            rounds["signed" if signed else "unsigned"].append(signing_round(endpoint, queues, args.jobs, signed, f"s{i}"))
+        for i, signed in enumerate(alternate(rounds_per_side)):
+            rounds["signed" if signed else "unsigned"].append(signing_round(endpoint, queues, jobs, signed, f"s{i}"))
     finally:
         queues.delete_all()
         for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
@@ -246,15 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     medians = {side: {key: median(r[key] for r in rs) for key in ("map_rate", "drain_rate")} for side, rs in rounds.items()}
     ratio = {key: medians["signed"][key] / medians["unsigned"][key] for key in ("map_rate", "drain_rate")}
-    report = {
-        "config": {"jobs": args.jobs, "rounds": args.rounds, "endpoint": endpoint, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+    return {
+        "config": {"jobs": jobs, "rounds": rounds_per_side, "endpoint": endpoint, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         "one_job": one_job,
         "signing": {**medians, "ratio": ratio, "rounds": rounds},
         "cpu": cpu_costs(),
+        "goals": {
+            "one_put_get_delete": all(r["calls"].get(f"s3.{op}") == 1 for r in one_job for op in ("PutObject", "GetObject", "DeleteObject")),
+            "signing_within_5pct": min(ratio.values()) >= 0.95,
+        },
     }
-    print(text(report))
-    print(json.dumps(report, separators=(",", ":")))
-    return 0
 
 
 if __name__ == "__main__":
