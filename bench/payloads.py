@@ -6,11 +6,12 @@
    ``before-call`` event on each client cloudq builds (S3, SQS sync and aioboto3), and from LocalStack's log
    (``AWS s3.PutObject => 200`` lines) when ``CLOUDQ_LOCALSTACK_LOG`` is set. Expected: one PutObject, one
    GetObject and one DeleteObject, plus the job's SQS calls.
-2. **Signing overhead**: ``.map()`` of N no-op jobs into a fresh queue, then an in-process worker draining
-   them, unsigned against signed (``CLOUDQ_SIGNING_KEYS``), sides alternating A B B A over ``--rounds``
-   (at least 5) rounds each, after one untimed warm-up round per side, in one run; medians, and signed as a
-   percentage of unsigned. Also the CPU cost of
-   signing and verifying one envelope, without I/O.
+2. **Signing overhead**: per round, an unsigned and a signed app (``CLOUDQ_SIGNING_KEYS``), a fresh queue
+   each: ``.map()`` of N no-op jobs per side, then in-process workers draining them, the sides taking turns
+   every N/4 jobs (A B B A), so that load from other processes on a shared machine hits both alike; signed
+   as a percentage of unsigned per round, the median over ``--rounds`` (at least 5) rounds after an untimed
+   warm-up round, and the bench process's CPU per job. Also the CPU cost of signing and verifying one
+   envelope, without I/O.
 
     CLOUDQ_BENCH_ENDPOINT=http://127.0.0.1:4566 .venv/bin/python -m bench.payloads [--jobs 2000] [--rounds 5]
 """
@@ -132,37 +133,63 @@ async def _work_one(app: Any, worker_class: Any) -> None:
 
 
 # -- signing overhead ------------------------------------------------------------------------------------
-def signing_round(endpoint: str, queues: QueueFactory, n: int, signed: bool, label: str) -> dict[str, float]:
-    """``.map()`` of n no-op jobs into a fresh queue, then a worker drains them; both timed."""
-    return asyncio.run(_signing_round(endpoint, queues, n, signed, label))
+CHUNKS = 4  # per round and side: the sides take turns every N/4 jobs, so load from other processes hits both alike
 
 
-async def _signing_round(endpoint: str, queues: QueueFactory, n: int, signed: bool, label: str) -> dict[str, float]:
+def signing_round(endpoint: str, queues: QueueFactory, n: int, label: str) -> dict[str, dict[str, float]]:
+    """One round: unsigned and signed apps, a fresh queue each; ``.map()`` of n jobs per side, then a
+    worker draining them, both in CHUNKS turns that alternate A B B A. Rates are jobs over summed time."""
+    return asyncio.run(_signing_round(endpoint, queues, n, label))
+
+
+async def _signing_round(endpoint: str, queues: QueueFactory, n: int, label: str) -> dict[str, dict[str, float]]:
+    sides = {"unsigned": await _signing_app(endpoint, queues, f"{label}u", None), "signed": await _signing_app(endpoint, queues, f"{label}s", KEYS)}
+    chunk = n // CHUNKS
+    spent = {side: {"map_s": 0.0, "drain_s": 0.0, "map_cpu_s": 0.0, "drain_cpu_s": 0.0} for side in sides}
+    try:
+        for phase in ("map", "drain"):
+            for k in range(CHUNKS):
+                for side in ("unsigned", "signed") if k % 2 == 0 else ("signed", "unsigned"):
+                    app, task = sides[side]
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    if phase == "map":
+                        task.map([()] * chunk)
+                    else:
+                        await _drain(app, chunk, side)
+                    spent[side][f"{phase}_s"] += time.perf_counter() - wall
+                    spent[side][f"{phase}_cpu_s"] += time.process_time() - cpu
+    finally:
+        for app, _ in sides.values():
+            await app.aclose()
+    jobs = chunk * CHUNKS
+    return {
+        side: {"map_rate": jobs / t["map_s"], "drain_rate": jobs / t["drain_s"], "map_cpu_us": t["map_cpu_s"] / jobs * 1e6, "drain_cpu_us": t["drain_cpu_s"] / jobs * 1e6}
+        for side, t in spent.items()
+    }
+
+
+async def _signing_app(endpoint: str, queues: QueueFactory, label: str, keys: str | None) -> tuple[Any, Any]:
     import cloudq
-    from cloudq.runtimes.worker import Worker
 
     settings = cloudq.Settings(
         broker="sqs", endpoint_url=endpoint, region="us-east-1", queue_prefix=queues.name(label) + "-", concurrency=10,
-        shutdown_grace_s=2.0, signing_keys=KEYS if signed else None, log_level="WARNING",
+        shutdown_grace_s=2.0, signing_keys=keys, log_level="WARNING",
     )  # fmt: skip
     app = cloudq.App("bench-sign", settings=settings)
     task = app.task(name="bench.noop")(lambda: None)
     physical = app.settings.queue_name("default")
     queues.create(physical)
-    try:
-        app.broker.queue_url(physical)  # type: ignore[attr-defined]  # resolved before timing, as in bench.sqs_drain
-        await app.broker.receive(physical, max_messages=1, wait_s=0)
-        started = time.perf_counter()
-        task.map([()] * n)
-        mapped = time.perf_counter()
-        worker = Worker(app, concurrency=10, max_tasks=n)
-        stats = await asyncio.wait_for(worker.run(), 300)
-        drained = time.perf_counter()
-        if stats.succeeded != n:
-            raise RuntimeError(f"{'signed' if signed else 'unsigned'} worker ran {stats.succeeded} of {n} jobs (dead-lettered {stats.dead_lettered})")
-    finally:
-        await app.aclose()
-    return {"map_rate": n / (mapped - started), "drain_rate": n / (drained - mapped)}
+    app.broker.queue_url(physical)  # type: ignore[attr-defined]  # resolved before timing, as in bench.sqs_drain
+    await app.broker.receive(physical, max_messages=1, wait_s=0)  # the async client and its connection, too
+    return app, task
+
+
+async def _drain(app: Any, n: int, side: str) -> None:
+    from cloudq.runtimes.worker import Worker
+
+    stats = await asyncio.wait_for(Worker(app, concurrency=10, max_tasks=n).run(), 300)
+    if stats.succeeded != n:
+        raise RuntimeError(f"{side} worker ran {stats.succeeded} of {n} jobs (dead-lettered {stats.dead_lettered})")
 
 
 def cpu_costs() -> dict[str, float]:
@@ -186,10 +213,6 @@ def cpu_costs() -> dict[str, float]:
     }
 
 
-def alternate(rounds: int) -> list[bool]:
-    return [signed for i in range(rounds) for signed in ((False, True) if i % 2 == 0 else (True, False))]
-
-
 # -- report ------------------------------------------------------------------------------------------------
 def text(report: dict[str, Any]) -> str:
     lines = ["1 MiB job end to end (botocore before-call events; LocalStack log in brackets when given)"]
@@ -199,8 +222,10 @@ def text(report: dict[str, Any]) -> str:
         lines.append(f"  {row['runtime']:<7} {calls}; objects left in the bucket: {row['objects_left']}")
     sign = report["signing"]
     lines.append(f"signing, {report['config']['jobs']} no-op jobs, {report['config']['rounds']} rounds per side (median)")
-    for key, label in (("map_rate", ".map() jobs/s"), ("drain_rate", "drain jobs/s")):
-        lines.append(f"  {label:<14} unsigned {sign['unsigned'][key]:8.0f}  signed {sign['signed'][key]:8.0f}  signed/unsigned {sign['ratio'][key]:6.1%}")
+    for key, label in (("map", ".map() jobs/s"), ("drain", "drain jobs/s")):
+        rates = f"unsigned {sign['unsigned'][key + '_rate']:8.0f}  signed {sign['signed'][key + '_rate']:8.0f}  signed/unsigned {sign['ratio'][key + '_rate']:6.1%}"
+        cpu_us = f"bench process CPU us/job: unsigned {sign['unsigned'][key + '_cpu_us']:.0f}, signed {sign['signed'][key + '_cpu_us']:.0f}"
+        lines.append(f"  {label:<14} {rates}   {cpu_us}")
     cpu = report["cpu"]
     lines.append("  goals: " + ", ".join(f"{name} {'ok' if ok else 'MISSED'}" for name, ok in report["goals"].items()))
     lines.append(
@@ -243,19 +268,21 @@ def run(endpoint: str, jobs: int, rounds_per_side: int, localstack_log: str | No
     s3.create_bucket(Bucket=bucket)
     try:
         one_job = [one_job_calls(endpoint, queues, s3, bucket, runtime, log) for runtime in ("worker", "lambda")]
-        for signed in (False, True):  # untimed: imports, clients and connections of both sides warmed
-            signing_round(endpoint, queues, 100, signed, f"warm{int(signed)}")
+        signing_round(endpoint, queues, 100, "warm")  # untimed: imports, code paths and connections warmed
         rounds: dict[str, list[dict[str, float]]] = {"unsigned": [], "signed": []}
-        for i, signed in enumerate(alternate(rounds_per_side)):
-            rounds["signed" if signed else "unsigned"].append(signing_round(endpoint, queues, jobs, signed, f"s{i}"))
+        for i in range(rounds_per_side):
+            for side, result in signing_round(endpoint, queues, jobs, f"s{i}").items():
+                rounds[side].append(result)
     finally:
         queues.delete_all()
         for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
         s3.delete_bucket(Bucket=bucket)
         client.close()
-    medians = {side: {key: median(r[key] for r in rs) for key in ("map_rate", "drain_rate")} for side, rs in rounds.items()}
-    ratio = {key: medians["signed"][key] / medians["unsigned"][key] for key in ("map_rate", "drain_rate")}
+    keys = ("map_rate", "drain_rate", "map_cpu_us", "drain_cpu_us")
+    medians = {side: {key: median(r[key] for r in rs) for key in keys} for side, rs in rounds.items()}
+    # per round (both sides measured in the same minutes), then the median over rounds
+    ratio = {key: median(s[key] / u[key] for s, u in zip(rounds["signed"], rounds["unsigned"])) for key in ("map_rate", "drain_rate")}
     return {
         "config": {"jobs": jobs, "rounds": rounds_per_side, "endpoint": endpoint, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         "one_job": one_job,
