@@ -129,20 +129,20 @@ async def test_a_2_mib_job_runs_through_the_worker_and_its_object_goes_after_its
 
 async def test_a_dead_letter_keeps_its_object_and_its_pointer_body(broker: MemoryBroker, store: MemoryPayloadStore) -> None:
     """The DLQ copy is the pointer body byte for byte, and the object stays for a redrive."""
-    app = make_app(broker, store)
-    app.get_task("digest").delay("fail" + "x" * (300 * 1024))
-    [sent] = broker.peek("default")
+    app = make_app(broker, store, payload_threshold_bytes=1024)  # small: failures log tracebacks with locals
+    app.get_task("digest").delay("fail" + "x" * 2000)
+    [sent] = broker.messages("default")
     await burst(app)
 
     [letter] = broker.peek("default-dlq")
-    assert letter.body == sent.body and len(store.objects) == 1 and "delete" not in store.calls
+    assert letter.body == sent and len(store.objects) == 1 and "delete" not in store.calls
     assert letter.attributes["cloudq-reason"] == "max_retries_exceeded"
 
 
 async def test_a_retry_keeps_the_object(broker: MemoryBroker, store: MemoryPayloadStore) -> None:
     """A job that fails with retries left stays in its queue, and so does its object."""
-    app = make_app(broker, store, max_retries=3)
-    app.get_task("digest").delay("fail" + "x" * (300 * 1024))
+    app = make_app(broker, store, max_retries=3, payload_threshold_bytes=1024)  # small: failures log tracebacks with locals
+    app.get_task("digest").delay("fail" + "x" * 2000)
     worker = await burst(app)
     assert worker.stats.retried == 1 and len(store.objects) == 1 and "delete" not in store.calls
 
@@ -243,10 +243,10 @@ def test_the_lambda_handler_deletes_a_succeeded_message_then_its_object(broker: 
     from cloudq.runtimes import aws_lambda
 
     monkeypatch.setattr(aws_lambda, "configure_logging", lambda *args: None)
-    app = make_app(broker, store, max_retries=3)
+    app = make_app(broker, store, max_retries=3, payload_threshold_bytes=1024)
     task = app.get_task("digest")
     task.delay("x" * (2 * MIB))
-    task.delay("fail" + "x" * (300 * 1024))
+    task.delay("fail" + "x" * 2000)
     records = [lambda_record(d.body, d.attributes) for d in broker.receive_now("default", 10)]
     handler = app.lambda_handler
     try:
@@ -270,3 +270,23 @@ def test_the_cli_prints_payload_too_large_in_one_line(tmp_path: Any, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "Traceback" not in err[0]
     assert err[0].startswith("cloudq: PayloadTooLarge: message of ") and "set CLOUDQ_PAYLOAD_BUCKET" in err[0]
+
+
+async def test_a_failed_message_delete_keeps_the_objects_of_its_batch(broker: MemoryBroker, store: MemoryPayloadStore) -> None:
+    """The worker's batched delete is refused: the messages come back, so their objects must stay."""
+    from cloudq.errors import BrokerError
+    from cloudq.runtimes.acks import AckBatcher
+
+    app = make_app(broker, store)
+    app.get_task("digest").delay("x" * (300 * 1024))
+    [delivery] = broker.receive_now("default", 1)
+    pointer = parse_pointer(delivery.body)
+
+    async def refuse(queue: str, deliveries: Any) -> None:
+        raise BrokerError("AccessDenied")
+
+    broker.ack = refuse  # type: ignore[method-assign]
+    acks = AckBatcher(broker, 0, app.wire.adelete)
+    acks.add("default", delivery, pointer)
+    await acks.drain()
+    assert pointer in store.objects and "delete" not in store.calls
