@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, QueueFactory, aws_defaults, median, quiet_logs, require_localstack, sqs_client, unique_name
+from bench.common import BenchError, LocalStackLog, QueueFactory, aws_defaults, median, quiet_logs, require_localstack, sqs_client, unique_name
 
 MIB = 1024 * 1024
 KEYS = "bench-signing-key-1,bench-signing-key-0"
@@ -136,35 +136,46 @@ async def _work_one(app: Any, worker_class: Any) -> None:
 CHUNKS = 4  # per round and side: the sides take turns every N/4 jobs, so load from other processes hits both alike
 
 
-def signing_round(endpoint: str, queues: QueueFactory, n: int, label: str) -> dict[str, dict[str, float]]:
+def signing_round(endpoint: str, queues: QueueFactory, n: int, label: str, localstack: LocalStackLog) -> dict[str, dict[str, float]]:
     """One round: unsigned and signed apps, a fresh queue each; ``.map()`` of n jobs per side, then a
-    worker draining them, both in CHUNKS turns that alternate A B B A. Rates are jobs over summed time."""
-    return asyncio.run(_signing_round(endpoint, queues, n, label))
+    worker draining them, both in CHUNKS turns that alternate A B B A. Rates are jobs over summed time;
+    CPU is this process's, plus LocalStack's when its pid is known (``CLOUDQ_LOCALSTACK_LOG``)."""
+    return asyncio.run(_signing_round(endpoint, queues, n, label, localstack))
 
 
-async def _signing_round(endpoint: str, queues: QueueFactory, n: int, label: str) -> dict[str, dict[str, float]]:
+async def _signing_round(endpoint: str, queues: QueueFactory, n: int, label: str, localstack: LocalStackLog) -> dict[str, dict[str, float]]:
     sides = {"unsigned": await _signing_app(endpoint, queues, f"{label}u", None), "signed": await _signing_app(endpoint, queues, f"{label}s", KEYS)}
     chunk = n // CHUNKS
-    spent = {side: {"map_s": 0.0, "drain_s": 0.0, "map_cpu_s": 0.0, "drain_cpu_s": 0.0} for side in sides}
+    spent = {side: {"map_s": 0.0, "drain_s": 0.0, "map_cpu_s": 0.0, "drain_cpu_s": 0.0, "map_ls_cpu_s": 0.0, "drain_ls_cpu_s": 0.0} for side in sides}
     try:
         for phase in ("map", "drain"):
             for k in range(CHUNKS):
                 for side in ("unsigned", "signed") if k % 2 == 0 else ("signed", "unsigned"):
                     app, task = sides[side]
-                    wall, cpu = time.perf_counter(), time.process_time()
+                    wall, cpu, ls_cpu = time.perf_counter(), time.process_time(), localstack.cpu_s() or 0.0
                     if phase == "map":
                         task.map([()] * chunk)
                     else:
                         await _drain(app, chunk, side)
                     spent[side][f"{phase}_s"] += time.perf_counter() - wall
                     spent[side][f"{phase}_cpu_s"] += time.process_time() - cpu
+                    spent[side][f"{phase}_ls_cpu_s"] += (localstack.cpu_s() or 0.0) - ls_cpu
     finally:
         for app, _ in sides.values():
             await app.aclose()
     jobs = chunk * CHUNKS
+    return {side: {**_per_job(t, jobs, "map"), **_per_job(t, jobs, "drain")} for side, t in spent.items()}
+
+
+def _cpu(result: dict[str, float], phase: str) -> float:
+    return result[f"{phase}_cpu_us"] + result[f"{phase}_localstack_cpu_us"]
+
+
+def _per_job(spent: dict[str, float], jobs: int, phase: str) -> dict[str, float]:
     return {
-        side: {"map_rate": jobs / t["map_s"], "drain_rate": jobs / t["drain_s"], "map_cpu_us": t["map_cpu_s"] / jobs * 1e6, "drain_cpu_us": t["drain_cpu_s"] / jobs * 1e6}
-        for side, t in spent.items()
+        f"{phase}_rate": jobs / spent[f"{phase}_s"],
+        f"{phase}_cpu_us": spent[f"{phase}_cpu_s"] / jobs * 1e6,
+        f"{phase}_localstack_cpu_us": spent[f"{phase}_ls_cpu_s"] / jobs * 1e6,
     }
 
 
@@ -224,8 +235,9 @@ def text(report: dict[str, Any]) -> str:
     lines.append(f"signing, {report['config']['jobs']} no-op jobs, {report['config']['rounds']} rounds per side (median)")
     for key, label in (("map", ".map() jobs/s"), ("drain", "drain jobs/s")):
         rates = f"unsigned {sign['unsigned'][key + '_rate']:8.0f}  signed {sign['signed'][key + '_rate']:8.0f}  signed/unsigned {sign['ratio'][key + '_rate']:6.1%}"
-        cpu_us = f"bench process CPU us/job: unsigned {sign['unsigned'][key + '_cpu_us']:.0f}, signed {sign['signed'][key + '_cpu_us']:.0f}"
-        lines.append(f"  {label:<14} {rates}   {cpu_us}")
+        u, s = sign["unsigned"], sign["signed"]
+        cpu_us = f"CPU us/job, bench process + LocalStack: unsigned {u[key + '_cpu_us']:.0f} + {u[key + '_localstack_cpu_us']:.0f}, signed {s[key + '_cpu_us']:.0f} + {s[key + '_localstack_cpu_us']:.0f}"
+        lines.append(f"  {label:<14} {rates}   {cpu_us} (jobs per CPU-second, signed/unsigned {sign['ratio'][key + '_cpu']:.1%})")
     cpu = report["cpu"]
     lines.append("  goals: " + ", ".join(f"{name} {'ok' if ok else 'MISSED'}" for name, ok in report["goals"].items()))
     lines.append(
@@ -268,10 +280,11 @@ def run(endpoint: str, jobs: int, rounds_per_side: int, localstack_log: str | No
     s3.create_bucket(Bucket=bucket)
     try:
         one_job = [one_job_calls(endpoint, queues, s3, bucket, runtime, log) for runtime in ("worker", "lambda")]
-        signing_round(endpoint, queues, 100, "warm")  # untimed: imports, code paths and connections warmed
+        localstack = LocalStackLog(localstack_log)
+        signing_round(endpoint, queues, 100, "warm", localstack)  # untimed: imports, code paths and connections warmed
         rounds: dict[str, list[dict[str, float]]] = {"unsigned": [], "signed": []}
         for i in range(rounds_per_side):
-            for side, result in signing_round(endpoint, queues, jobs, f"s{i}").items():
+            for side, result in signing_round(endpoint, queues, jobs, f"s{i}", localstack).items():
                 rounds[side].append(result)
     finally:
         queues.delete_all()
@@ -279,10 +292,12 @@ def run(endpoint: str, jobs: int, rounds_per_side: int, localstack_log: str | No
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
         s3.delete_bucket(Bucket=bucket)
         client.close()
-    keys = ("map_rate", "drain_rate", "map_cpu_us", "drain_cpu_us")
+    keys = ("map_rate", "drain_rate", "map_cpu_us", "drain_cpu_us", "map_localstack_cpu_us", "drain_localstack_cpu_us")
     medians = {side: {key: median(r[key] for r in rs) for key in keys} for side, rs in rounds.items()}
     # per round (both sides measured in the same minutes), then the median over rounds
     ratio = {key: median(s[key] / u[key] for s, u in zip(rounds["signed"], rounds["unsigned"])) for key in ("map_rate", "drain_rate")}
+    # the same as CPU: jobs per CPU-second of this process and LocalStack together, less sensitive to other load
+    ratio |= {f"{phase}_cpu": median(_cpu(u, phase) / _cpu(s, phase) for s, u in zip(rounds["signed"], rounds["unsigned"])) for phase in ("map", "drain")}
     return {
         "config": {"jobs": jobs, "rounds": rounds_per_side, "endpoint": endpoint, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         "one_job": one_job,
