@@ -79,13 +79,18 @@ class QueueConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue."""
+    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue.
+
+    ``oldest_age_s``: seconds since the oldest message was sent, where the same call can tell (local and
+    memory brokers); None on SQS, which reports it only as the CloudWatch metric ApproximateAgeOfOldestMessage.
+    """
 
     queue: str
     exists: bool
     visible: int = 0
     in_flight: int = 0
     delayed: int = 0
+    oldest_age_s: float | None = None
 
 
 @runtime_checkable

@@ -366,16 +366,18 @@ class LambdaHandler:
                 logger.error("lambda.event_unrouted", source=event.get("source"), detail_type=event.get("detail-type"))
                 return {"ok": False, "error": f"no task registered for source={event.get('source')!r} detail-type={event.get('detail-type')!r}"}
             event_id = str(event.get("id") or request_id)
-            results = [await self._run_direct(self._routed_body(t, event), t, event_id) for t in tasks]
+            # One job per routed task, each with an id of its own that Lambda's retry of the same event repeats:
+            # with a job store, a retry re-runs only the tasks that failed (the others are idempotent duplicates).
+            results = [await self._run_direct(self._routed_body(f"{event_id}:{t}", t, event), t, event_id) for t in tasks]
         retried = [r["task"] for r in results if r["outcome"] == "retry"]
         if retried:
             raise EventFailed(f"task(s) {', '.join(retried)} failed; Lambda's retry for asynchronous invocations applies")
         return {"ok": all(r["outcome"] != "dead_letter" for r in results), "results": results}
 
-    def _routed_body(self, task: str, event: Mapping[str, Any]) -> str:
+    def _routed_body(self, job_id: str, task: str, event: Mapping[str, Any]) -> str:
         """The job of a routed event, signed here when the app signs: it came in through Lambda's
         invoke permission, not through a queue, and names a task registered for its source."""
-        data: dict[str, Any] = {"task": task, "args": [event]}
+        data: dict[str, Any] = {"id": job_id, "task": task, "args": [event]}
         signer = self.app.consumer.wire.signer
         return json.dumps(signer.sign_dict(data) if signer is not None else data)
 

@@ -133,6 +133,7 @@ class Worker:
         self._started_jobs = 0
         self._retries = PendingRetries(burst_retry_wait_s)  # scheduled by a burst and not seen again
         self._releasing: set[asyncio.Task[None]] = set()  # releases a stopping poller started (see _release_now)
+        self._recording: set[asyncio.Future[None]] = set()  # end states being written to the job store (deletes wait)
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: ThreadResults | None = None
@@ -156,6 +157,7 @@ class Worker:
         if not await self._resolve_queues():
             logger.info("worker.stopped", received=0, succeeded=0, retried=0, dead_lettered=0)
             return self.stats
+        await self._check_job_store()
         self._touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
         pollers = {
@@ -176,6 +178,7 @@ class Worker:
             await asyncio.gather(*pollers, return_exceptions=True)
             await asyncio.gather(*self._releasing, return_exceptions=True)
             await self._drain_running()
+            await asyncio.gather(*self._recording, return_exceptions=True)
             if self._drained:
                 await self._release_retries()
             heartbeat.cancel()
@@ -226,6 +229,17 @@ class Worker:
                 failures += 1
                 await self._wait_out(exc, failures, phase="start")
         return False
+
+    async def _check_job_store(self) -> None:
+        """A job table that does not exist is one clear error at start (ConfigurationError: exit 2), not a
+        warning per job; a store that cannot be reached now is left to each call's retries."""
+        tracker = self.consumer.tracker
+        if tracker is None:
+            return
+        try:
+            await asyncio.to_thread(tracker.store.check)
+        except BrokerError as exc:
+            logger.warning("worker.job_store_unavailable", error=str(exc))
 
     async def _wait_out(self, exc: BrokerUnavailable, failures: int, **where: str) -> None:
         """An unreachable broker: log it, then pause (growing with ``failures``) unless asked to stop."""
@@ -332,7 +346,7 @@ class Worker:
                 job.deadline = job.started + task.timeout
 
         try:
-            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._run_sync, on_start=on_start)
+            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._run_sync, on_start=on_start, defer_record=True)
             self._account(job, settled)
         finally:
             self._running.discard(job)
@@ -357,6 +371,15 @@ class Worker:
             self.stats.cancelled += 1
         else:
             self.stats.skipped += 1
+        recorded = settled.recorded
+        if recorded is not None and not recorded.done():  # the job store's end state first, then the delete
+            self._recording.add(recorded)
+            recorded.add_done_callback(lambda _: self._recorded(recorded, job, settled))
+        elif settled.done:
+            self._acks.add(job.physical, job.delivery, settled.payload)
+
+    def _recorded(self, recorded: asyncio.Future[None], job: _Job, settled: Settled) -> None:
+        self._recording.discard(recorded)
         if settled.done:
             self._acks.add(job.physical, job.delivery, settled.payload)
 
