@@ -290,3 +290,18 @@ async def test_a_failed_message_delete_keeps_the_objects_of_its_batch(broker: Me
     acks.add("default", delivery, pointer)
     await acks.drain()
     assert pointer in store.objects and "delete" not in store.calls
+
+
+def test_the_dashboard_shows_the_job_a_dead_letters_pointer_points_to(broker: MemoryBroker, store: MemoryPayloadStore) -> None:
+    """By default the dashboard resolves S3 pointers through the app's payloads (no resolve_body given)."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from cloudq.dashboard import create_app
+
+    app = make_app(broker, store)
+    payloads = Payloads(app.settings, store=store)
+    [message] = payloads.offload([OutgoingMessage(cloudq.Envelope("digest", ("from-s3-" + "x" * 300_000,)).encode())])
+    broker.send("default-dlq", [message])
+    page = TestClient(create_app(app), raise_server_exceptions=False).get("/queues/default/dead-letters")
+    assert page.status_code == 200 and "digest" in page.text and "from-s3-" in page.text
