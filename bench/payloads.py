@@ -191,7 +191,14 @@ async def _signing_app(endpoint: str, queues: QueueFactory, label: str, keys: st
     physical = app.settings.queue_name("default")
     queues.create(physical)
     app.broker.queue_url(physical)  # type: ignore[attr-defined]  # resolved before timing, as in bench.sqs_drain
-    await app.broker.receive(physical, max_messages=1, wait_s=0)  # the async client and its connection, too
+    await app.broker.receive(physical, max_messages=1, wait_s=0)
+    # The first receive starts building the aioboto3 client in the background ("auto"); the .map() turns
+    # block the loop, so it would otherwise finish inside whichever side drains first. Wait for it, then
+    # open its connection, before anything is timed.
+    warming = getattr(app.broker, "_warming", None)
+    if warming is not None:
+        await warming
+    await app.broker.receive(physical, max_messages=1, wait_s=0)
     return app, task
 
 
