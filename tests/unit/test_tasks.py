@@ -28,7 +28,8 @@ def app(broker: MemoryBroker) -> cloudq.App:
 
 PUBLIC_API = {
     "App", "ArgumentsError", "BrokerError", "BrokerUnavailable", "CloudQError", "ConfigurationError", "Envelope",
-    "EnvelopeError", "Job", "JobRef", "Middleware", "Outcome", "QueueNotFound", "Reject", "Retry", "ScheduleError",
+    "EnvelopeError", "Job", "JobCancelled", "JobError", "JobFailed", "JobNotFound", "JobRef", "JobState", "JobStore",
+    "Middleware", "Outcome", "QueueNotFound", "Reject", "ResultUnavailable", "Retry", "ScheduleError",
     "SendOptions", "Settings", "Task", "TaskNotFound", "TaskSignal", "__version__", "current_job",
 }  # fmt: skip
 
