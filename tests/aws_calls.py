@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,14 +88,6 @@ class AwsCalls:
     def clear(self) -> None:
         with self._lock:
             self.calls.clear()
-
-    @contextmanager
-    def window(self) -> Iterator[list[AwsCall]]:
-        """The calls made inside the block (the list fills in when the block ends)."""
-        start = len(self.of())
-        made: list[AwsCall] = []
-        yield made
-        made.extend(self.of()[start:])
 
 
 class _Watched:
