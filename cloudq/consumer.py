@@ -40,7 +40,7 @@ import contextvars
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -196,11 +196,12 @@ class Consumer:
             outcome = tracker.adjust(job, outcome)
         settled = await self.settle(delivery, queue, outcome)
         if tracker is not None and job.control is not None:
-            recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
-            if recorded is not None and defer_record:
-                settled = replace(settled, recorded=recorded)
-            elif recorded is not None:
-                await recorded
+            if defer_record:
+                recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
+                if recorded is not None:
+                    settled = Settled(settled.outcome, settled.done, settled.delay_s, recorded)
+            else:
+                await tracker.afinish(job, outcome, settled, result, direct=not delivery.receipt)
         self.middleware.outcome(job, outcome)
         return settled
 
