@@ -17,7 +17,7 @@ from bench.common import BenchError, Deadline, LocalStackLog, QueueFactory, aws_
 from bench.common import sqs_client, start_watchdog, unique_name
 from bench.report import Report
 
-SECTIONS = ("sqs", "producer", "cli", "local", "jobs")
+SECTIONS = ("sqs", "producer", "cli", "local", "jobs", "payloads")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -145,6 +145,15 @@ def run_jobs(args: argparse.Namespace, report: Report, endpoint: str | None, log
     report.job_state(local, remote, args.concurrency)
 
 
+def run_payloads(args: argparse.Namespace, report: Report, endpoint: str) -> None:
+    """S3 offloading's calls for one 1 MiB job, and signing's cost on .map() and drain (at least 5 rounds)."""
+    from bench import payloads
+
+    result = payloads.run(endpoint, args.jobs, max(5, args.rounds), os.environ.get("CLOUDQ_LOCALSTACK_LOG"))
+    report.data["payloads"] = result
+    report.lines += ["", *payloads.text(result).splitlines()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_watchdog(args.timeout)
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     aws_defaults()
     endpoint = os.environ.get("CLOUDQ_BENCH_ENDPOINT")
-    needs_sqs = bool({"sqs", "producer", "cli"} & set(args.only)) or ("jobs" in args.only and bool(os.environ.get("CLOUDQ_BENCH_DYNAMODB")))
+    needs_sqs = bool({"sqs", "producer", "cli", "payloads"} & set(args.only)) or ("jobs" in args.only and bool(os.environ.get("CLOUDQ_BENCH_DYNAMODB")))
     try:
         if needs_sqs:
             endpoint = require_localstack(endpoint)
@@ -175,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(("local", lambda: run_local(args, report, deadline)))
     if "jobs" in args.only:
         sections.append(("jobs", lambda: run_jobs(args, report, endpoint, log, deadline)))
+    if "payloads" in args.only:
+        sections.append(("payloads", lambda: run_payloads(args, report, endpoint or "")))
     started = time.perf_counter()
     failed = False
     for name, run in sections:

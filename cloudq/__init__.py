@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudq.errors import (
     ArgumentsError,
+    BadSignature,
     BrokerError,
     BrokerUnavailable,
     CloudQError,
@@ -31,6 +32,8 @@ from cloudq.errors import (
     JobCancelled,
     JobFailed,
     JobNotFound,
+    PayloadMissing,
+    PayloadTooLarge,
     QueueNotFound,
     Reject,
     ResultUnavailable,
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "App",
     "ArgumentsError",
+    "BadSignature",
     "BrokerError",
     "BrokerUnavailable",
     "CloudQError",
@@ -74,6 +78,8 @@ __all__ = [
     "JobStore",
     "Middleware",
     "Outcome",
+    "PayloadMissing",
+    "PayloadTooLarge",
     "QueueNotFound",
     "Reject",
     "ResultUnavailable",

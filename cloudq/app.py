@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 
     from cloudq.consumer import Consumer
     from cloudq.jobs.store import JobStore
+    from cloudq.payloads import PayloadStore
     from cloudq.runtimes.aws_lambda import LambdaHandler
     from cloudq.schedules.periodic import PeriodicSpec
     from cloudq.settings import Settings
+    from cloudq.wire import Wire
 
 __all__ = ["App"]
 
@@ -76,6 +78,7 @@ class App:
         settings: Settings | EnvSettings | None = None,
         broker: Broker | None = None,
         middleware: Iterable[Middleware] = (),
+        payload_store: PayloadStore | None = None,
     ) -> None:
         if not name:
             raise ConfigurationError("App needs a name")
@@ -89,7 +92,9 @@ class App:
         self._settings: Settings | EnvSettings = settings if settings is not None else load_settings()
         self._job_store: JobStore | None = None
         self._job_store_built = False
-        self.producer = Producer(self._settings, lambda: self.broker, self.middleware, lambda: self.job_store)
+        self._payload_store = payload_store  # tests: a MemoryPayloadStore instead of S3
+        self._wire: Wire | None = None
+        self.producer = Producer(self._settings, lambda: self.broker, self.middleware, lambda: self.job_store, lambda: self.wire)
         self._consumer: Consumer | None = None
 
     @property
@@ -102,6 +107,16 @@ class App:
         self._settings = self.producer.settings = settings
         self._consumer = None
         self._job_store, self._job_store_built = None, False
+        self._wire = None
+
+    @property
+    def wire(self) -> Wire:
+        """Signing and S3 offloading of this app's messages (:mod:`cloudq.wire`), built on first use."""
+        if self._wire is None:
+            from cloudq.wire import Wire
+
+            self._wire = Wire.from_settings(self._settings, store=self._payload_store)
+        return self._wire
 
     def use_broker(self, broker: Broker | None) -> None:
         """Replace the broker (None: build one from the settings on next use); the old one is not closed."""
@@ -128,6 +143,7 @@ class App:
             default_queue=settings.default_queue,
             middleware=self.middleware,
             tracker=self._build_tracker(),
+            wire=lambda: self.wire,
         )
 
     def _build_tracker(self) -> Any:

@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,7 +58,9 @@ if TYPE_CHECKING:
     from cloudq.middleware import MiddlewareChain
     from cloudq.retry import RetryPolicy
     from cloudq.naming import QueueNaming
+    from cloudq.payloads import Pointer
     from cloudq.tasks import Registry, Task
+    from cloudq.wire import Wire
 
 __all__ = ["Consumer", "JobTimeout", "RunSync", "Settled"]
 
@@ -65,6 +68,7 @@ logger = structlog.get_logger("cloudq.job")
 
 RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
 _MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
+_BODY_LIVES_ON = frozenset({"dead_letter", "reschedule"})  # their copies keep an offloaded body's pointer
 
 
 async def _to_thread(call: Callable[[], Any]) -> Any:
@@ -85,6 +89,9 @@ class Settled:
     done: bool
     delay_s: int | None = None
     recorded: asyncio.Future[None] | None = field(default=None, compare=False)
+    payload: Pointer | None = None
+    """The S3 object of an offloaded body, to delete once the message is deleted; None when a copy
+    still points to it (a dead letter, an ETA re-send) or the body was not offloaded."""
 
 
 async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync, control: JobControl | None = None) -> Any:
@@ -145,6 +152,7 @@ class Consumer:
         default_queue: str,
         middleware: MiddlewareChain,
         tracker: JobTracker | None = None,
+        wire: Callable[[], Wire] | None = None,
     ) -> None:
         self.tracker = tracker
         self.registry = registry
@@ -154,10 +162,15 @@ class Consumer:
         self.max_retries = max_retries
         self.default_queue = default_queue
         self.middleware = middleware
+        self._wire = wire if wire is not None else _plain_wire
 
     @property
     def broker(self) -> Broker:
         return self._broker()
+
+    @property
+    def wire(self) -> Wire:
+        return self._wire()
 
     async def process(
         self,
@@ -183,11 +196,12 @@ class Consumer:
             outcome = tracker.adjust(job, outcome)
         settled = await self.settle(delivery, queue, outcome)
         if tracker is not None and job.control is not None:
-            recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
-            if recorded is not None and defer_record:
-                settled = replace(settled, recorded=recorded)
-            elif recorded is not None:
-                await recorded
+            if defer_record:
+                recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
+                if recorded is not None:
+                    settled = Settled(settled.outcome, settled.done, settled.delay_s, recorded)
+            else:
+                await tracker.afinish(job, outcome, settled, result, direct=not delivery.receipt)
         self.middleware.outcome(job, outcome)
         return settled
 
@@ -207,7 +221,7 @@ class Consumer:
         task: Task[Any, Any] | None = None
         tracker = self.tracker
         try:
-            envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
+            envelope = await self.wire.open(delivery)  # resolve an S3 pointer, verify the signature, decode
             bind_contextvars(job_id=envelope.id, task=envelope.task)
             tracked = tracker is not None and getattr(self.registry.get(envelope.task), "track", True)
             control = tracker.control(envelope.id) if tracked and tracker is not None else None
@@ -259,7 +273,7 @@ class Consumer:
         except Exception as exc:  # noqa: BLE001 - the message stays in its queue: it comes back, never lost
             logger.error("job.settle_failed", outcome=outcome.kind, error=f"{type(exc).__name__}: {exc}", message_id=delivery.message_id)
             return Settled(outcome, done=False)
-        return Settled(outcome, done=True)
+        return Settled(outcome, done=True, payload=self.wire.pointer(delivery) if outcome.kind not in _BODY_LIVES_ON else None)
 
     async def _dead_letter(self, queue: str, delivery: Delivery, reason: dict[str, str]) -> None:
         """Send the original body to ``queue``'s DLQ with the reason as message attributes.
@@ -292,6 +306,14 @@ def _skipped(log: Any, outcome: Outcome) -> Outcome:
     """A delivery the job store says not to run: acked, with one log line saying why."""
     log.info("job.cancelled" if outcome.kind == "cancelled" else "job.duplicate_skipped")
     return outcome
+
+
+@functools.cache
+def _plain_wire() -> Wire:
+    """A consumer built without the App's wire: no signing, no bucket; pointers still resolve."""
+    from cloudq.wire import Wire
+
+    return Wire.from_settings(None)
 
 
 def _eta_outcome(envelope: Envelope, queue: str) -> Outcome | None:

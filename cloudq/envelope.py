@@ -18,7 +18,7 @@ from typing import Any
 
 from cloudq.errors import EnvelopeError
 
-__all__ = ["ENVELOPE_VERSION", "Envelope", "envelope_schema", "format_time", "parse_time", "utcnow"]
+__all__ = ["ENVELOPE_VERSION", "Envelope", "encode_dict", "envelope_schema", "format_time", "parse_time", "utcnow"]
 
 ENVELOPE_VERSION = 1
 _KNOWN_KEYS = frozenset({"v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "headers"})
@@ -71,10 +71,7 @@ class Envelope:
 
     def encode(self) -> str:
         """Serialize to compact JSON; arguments that JSON cannot carry are a producer error."""
-        try:
-            return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise EnvelopeError(f"arguments of task {self.task!r} are not JSON-serializable: {exc}") from exc
+        return encode_dict(self.to_dict())
 
     def with_headers(self, **headers: str) -> Envelope:
         return replace(self, headers={**self.headers, **headers})
@@ -120,6 +117,14 @@ class Envelope:
             eta=parse_time(eta, field_name="eta") if eta else None,
             headers=headers,
         )
+
+
+def encode_dict(data: dict[str, Any]) -> str:
+    """An envelope's wire dict (:meth:`Envelope.to_dict`, maybe with more headers) as the compact JSON body."""
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError(f"arguments of task {data.get('task')!r} are not JSON-serializable: {exc}") from exc
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, *, required: bool = False) -> Any:

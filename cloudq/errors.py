@@ -8,6 +8,9 @@ The tree, so that callers can catch exactly what they mean::
       + TaskNotFound                a task name that is not in the registry (poison: never retried)
       + EnvelopeError               a body that is not JSON or not a valid envelope (poison: never retried)
         - ArgumentsError            args/kwargs that do not bind to the task's signature (poison)
+        - PayloadMissing            a pointer body (S3) whose object is gone (poison: reason payload_missing)
+        - BadSignature              unsigned or badly signed, with CLOUDQ_SIGNING_KEYS set (poison: bad_signature)
+      + PayloadTooLarge             a message over SQS's size limit and no CLOUDQ_PAYLOAD_BUCKET to offload it to
       + JobNotFound                 the job store has no job with that id
       + JobFailed                   ``ref.result()`` of a job that failed: reason, error type, message
       + JobCancelled                ``ref.result()`` of a job that was cancelled
@@ -30,6 +33,7 @@ from datetime import timedelta
 
 __all__ = [
     "ArgumentsError",
+    "BadSignature",
     "BrokerError",
     "BrokerUnavailable",
     "CloudQError",
@@ -38,6 +42,8 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
+    "PayloadMissing",
+    "PayloadTooLarge",
     "QueueNotFound",
     "Reject",
     "ResourceNotFound",
@@ -96,6 +102,25 @@ class JobCancelled(CloudQError):
 
 class ResultUnavailable(CloudQError):
     """The job succeeded, but its result could not be stored (not JSON, or over the store's item limit)."""
+
+
+class PayloadMissing(EnvelopeError):
+    """The message points to an S3 object (the extended client's format) that no longer exists."""
+
+
+class BadSignature(EnvelopeError):
+    """The envelope carries no valid signature by any of ``CLOUDQ_SIGNING_KEYS`` (it names no key)."""
+
+
+class PayloadTooLarge(CloudQError):
+    """A message is over SQS's size limit and no ``CLOUDQ_PAYLOAD_BUCKET`` is set to offload it to.
+
+    Raised at enqueue, before anything is sent; ``size_bytes`` and ``limit_bytes`` say by how much."""
+
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(message)
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
 
 
 class BrokerError(CloudQError):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cloudq.middleware import MiddlewareChain
     from cloudq.settings import Settings
     from cloudq.settings_env import EnvSettings
+    from cloudq.wire import Wire
 
 __all__ = ["JobRef", "Producer", "SendOptions", "Tracking", "outgoing"]
 
@@ -85,20 +86,23 @@ class Tracking:
 TRACKED = Tracking()
 
 
-def outgoing(envelope: Envelope, queue: str, options: SendOptions) -> tuple[Envelope, OutgoingMessage]:
-    """The SQS message for an envelope, applying delay/ETA and FIFO options."""
+def outgoing(
+    envelope: Envelope, queue: str, options: SendOptions, encode: Callable[[Envelope], str] = Envelope.encode
+) -> tuple[Envelope, OutgoingMessage]:
+    """The SQS message for an envelope, applying delay/ETA and FIFO options; ``encode`` (the app's
+    :meth:`cloudq.wire.Wire.encode`) signs the final envelope, ETA included."""
     delay_s = options.delay_s
     if is_fifo(queue):
         if delay_s:
             raise ConfigurationError(f"queue {queue!r} is FIFO: per-job delays are not supported by SQS FIFO queues")
         return envelope, OutgoingMessage(
-            envelope.encode(), group_id=options.group_id or "default", dedup_id=options.dedup_id or envelope.id
+            encode(envelope), group_id=options.group_id or "default", dedup_id=options.dedup_id or envelope.id
         )
     if options.group_id or options.dedup_id:
         raise ConfigurationError(f"group_id/dedup_id need a FIFO queue (name ending .fifo), not {queue!r}")
     if delay_s > SQS_MAX_DELAY_S:
         envelope = replace(envelope, eta=envelope.enqueued_at + timedelta(seconds=delay_s))
-    return envelope, OutgoingMessage(envelope.encode(), delay_s=min(SQS_MAX_DELAY_S, round(delay_s)))
+    return envelope, OutgoingMessage(encode(envelope), delay_s=min(SQS_MAX_DELAY_S, round(delay_s)))
 
 
 class Producer:
@@ -114,11 +118,13 @@ class Producer:
         broker: Callable[[], Broker],
         middleware: MiddlewareChain,
         jobs: Callable[[], JobStore | None] = lambda: None,
+        wire: Callable[[], Wire] | None = None,
     ) -> None:
         self.settings = settings
         self._broker = broker
         self.middleware = middleware
         self.jobs = jobs
+        self._wire = wire if wire is not None else _wire_of(self)
 
     @contextmanager
     def sending_to(self, broker: Broker) -> Iterator[None]:
@@ -143,7 +149,8 @@ class Producer:
 
             keys = [tracking.key(task, call, options) for call in calls]
             envelopes = [e.with_headers(**{UNIQUE_HEADER: k}) if k else e for e, k in zip(envelopes, keys)]
-        pairs = [outgoing(enqueue(envelope), queue, options) for envelope in envelopes]
+        encode = self._wire().encode  # signs, with CLOUDQ_SIGNING_KEYS
+        pairs = [outgoing(enqueue(envelope), queue, options, encode) for envelope in envelopes]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _store(self, tracking: Tracking) -> JobStore | None:
@@ -165,13 +172,14 @@ class Producer:
         if not messages:
             return []
         if store is None:
-            ids = self._broker().send(self.settings.queue_name(queue), messages)
+            ids = self._broker().send(self.settings.queue_name(queue), self._wire().offload(messages))
             return self._refs(task, queue, envelopes, ids, {})
         from cloudq.jobs import enqueue
 
         held, written = enqueue.reserve(store, queue, envelopes)
         try:
-            ids = self._broker().send(self.settings.queue_name(queue), _unheld(messages, held)) if len(held) < len(messages) else []
+            unheld = self._wire().offload(_unheld(messages, held)) if len(held) < len(messages) else []
+            ids = self._broker().send(self.settings.queue_name(queue), unheld) if unheld else []
         except BaseException:
             enqueue.forget(store, written)
             raise
@@ -183,7 +191,7 @@ class Producer:
         if not messages:
             return []
         if store is None:
-            ids = await self._broker().asend(self.settings.queue_name(queue), messages)
+            ids = await self._broker().asend(self.settings.queue_name(queue), await self._wire().aoffload(messages))
             return self._refs(task, queue, envelopes, ids, {})
         import asyncio
 
@@ -191,7 +199,8 @@ class Producer:
 
         held, written = await asyncio.to_thread(enqueue.reserve, store, queue, envelopes)
         try:
-            ids = await self._broker().asend(self.settings.queue_name(queue), _unheld(messages, held)) if len(held) < len(messages) else []
+            unheld = await self._wire().aoffload(_unheld(messages, held)) if len(held) < len(messages) else []
+            ids = await self._broker().asend(self.settings.queue_name(queue), unheld) if unheld else []
         except BaseException:
             await asyncio.to_thread(enqueue.forget, store, written)
             raise
@@ -201,3 +210,17 @@ class Producer:
 def _unheld(messages: list[OutgoingMessage], held: dict[int, str]) -> list[OutgoingMessage]:
     """The messages to send: all but those of unique jobs whose key another job holds."""
     return [m for i, m in enumerate(messages) if i not in held] if held else messages
+
+
+def _wire_of(producer: Producer) -> Callable[[], Wire]:
+    """A producer built without the App's wire: one from its own settings, built on first send."""
+    built: list[Wire] = []
+
+    def wire() -> Wire:
+        if not built:
+            from cloudq.wire import Wire
+
+            built.append(Wire.from_settings(producer.settings))
+        return built[0]
+
+    return wire

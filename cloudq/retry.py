@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cloudq.brokers.base import SQS_MAX_VISIBILITY_S
-from cloudq.errors import ArgumentsError, EnvelopeError, Reject, Retry, TaskNotFound
+from cloudq.errors import ArgumentsError, BadSignature, EnvelopeError, PayloadMissing, Reject, Retry, TaskNotFound
 
 __all__ = ["Outcome", "RetryPolicy", "dead_letter_reason"]
 
@@ -91,6 +91,10 @@ def _poison_category(exc: BaseException) -> str | None:
         return "unknown_task"
     if isinstance(exc, ArgumentsError):
         return "bad_arguments"
+    if isinstance(exc, PayloadMissing):
+        return "payload_missing"
+    if isinstance(exc, BadSignature):
+        return "bad_signature"
     if isinstance(exc, EnvelopeError):
         return "invalid_envelope"
     return None

@@ -51,7 +51,7 @@ class _SettingsModel(QueueNaming, BaseSettings):
 def _field(row: Setting) -> tuple[Any, Any]:
     """The pydantic annotation and ``Field`` of one row: the same constraints the lean reader checks."""
     annotation = Annotated[row.type, BeforeValidator(row.normalize)] if row.fold_case else row.type
-    constraints: dict[str, Any] = {"ge": row.ge, "gt": row.gt, "le": row.le, "min_length": 1 if row.non_empty else None}
+    constraints: dict[str, Any] = {"ge": row.ge, "gt": row.gt, "le": row.le, "min_length": 1 if row.non_empty else None, "repr": not row.secret}
     if row.default_factory is not None:
         return annotation, Field(default_factory=row.default_factory, description=row.description, **constraints)
     return annotation, Field(default=row.default, description=row.description, **constraints)

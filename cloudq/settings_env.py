@@ -34,6 +34,7 @@ __all__ = ["EnvSettings", "load_settings"]
 # A pattern, not compiled at import: re compiles (and caches) it only if a float variable is set.
 _FLOAT = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z"
 _ODD = object()  # a value only pydantic can judge
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 class EnvSettings(QueueNaming, SettingsFields):
@@ -79,6 +80,8 @@ def _parse(row: Setting, raw: str) -> Any:
         return int(raw) if raw.isascii() and raw.isdigit() else _ODD
     if row.kind == "float":
         return float(raw) if re.match(_FLOAT, raw) else _ODD
+    if row.kind == "bool":
+        return _BOOLS.get(raw.lower(), _ODD)
     if row.kind == "map":
         return _json_map(raw)
     return row.normalize(raw)

@@ -27,7 +27,7 @@ __all__ = ["ENV_PREFIX", "SETTINGS", "Setting", "SettingsFields", "field_bounds"
 ENV_PREFIX = "CLOUDQ_"
 """Each field ``name`` is the environment variable ``CLOUDQ_<NAME>`` (any case, as pydantic-settings reads it)."""
 
-Kind = Literal["str", "int", "float", "map"]
+Kind = Literal["str", "int", "float", "bool", "map"]
 _KEY = "cloudq.setting"
 
 
@@ -49,6 +49,8 @@ class Setting(NamedTuple):
     non_empty: bool = False
     fold_case: bool = False
     """Choices match in any case and are stored as declared (``debug`` -> ``DEBUG``)."""
+    secret: bool = False
+    """Never shown: left out of reprs (a secret such as the signing keys)."""
 
     @property
     def env_name(self) -> str:
@@ -63,6 +65,8 @@ class Setting(NamedTuple):
         """How a raw environment string becomes a value."""
         if self.type is int or self.type is float:
             return "int" if self.type is int else "float"
+        if self.type is bool:
+            return "bool"
         return "map" if typing.get_origin(self.type) is dict else "str"
 
     def default_value(self) -> Any:
@@ -99,7 +103,7 @@ class Setting(NamedTuple):
         bounds = self._bounds()
         if type_ok and bounds:
             return f"must be {bounds}"
-        noun = {"int": "an integer", "float": "a number"}.get(self.kind, "a string")
+        noun = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(self.kind, "a string")
         return " ".join(("must be", noun, bounds)).rstrip()
 
     def _bounds(self) -> str:
@@ -121,12 +125,13 @@ def _setting(
     le: float | None = None,
     non_empty: bool = False,
     fold_case: bool = False,
+    secret: bool = False,
 ) -> Any:
     """One field of :class:`SettingsFields`: a dataclass field whose metadata holds the rules of its row."""
-    rules = {"description": description, "ge": ge, "gt": gt, "le": le, "non_empty": non_empty, "fold_case": fold_case}
+    rules = {"description": description, "ge": ge, "gt": gt, "le": le, "non_empty": non_empty, "fold_case": fold_case, "secret": secret}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={_KEY: rules})
-    return dataclasses.field(default=default, metadata={_KEY: rules})
+    return dataclasses.field(default=default, repr=not secret, metadata={_KEY: rules})
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -170,6 +175,11 @@ class SettingsFields:
     scheduler_role_arn: str | None = _setting(
         None, "IAM role EventBridge Scheduler sends to SQS as (`cloudq schedules sync --engine scheduler`)"
     )
+    payload_bucket: str | None = _setting(None, "S3 bucket for bodies over the threshold (AWS extended client format); unset: no offloading")
+    payload_prefix: str = _setting("cloudq/", "key prefix of offloaded bodies in the payload bucket")
+    payload_threshold_bytes: int = _setting(262_144, "bodies larger than this (body plus attributes, as SQS counts) go to S3", ge=0, le=1_048_576)
+    signing_keys: str | None = _setting(None, "HMAC secrets, comma-separated: the first signs, all verify (rotation)", secret=True)
+    accept_unsigned: bool = _setting(False, "with signing keys set, run unsigned jobs too (a migration; logged)")
 
 
 def _rows() -> Mapping[str, Setting]:

@@ -50,6 +50,9 @@ __all__ = [
 Request = tuple[str, dict[str, Any]]
 
 _MAX_BATCH_BYTES = 262_144  # a conservative batch payload limit that every SQS region accepts
+# The extended client's payload size attribute is a Number (its readers check the name only); see cloudq.payloads.
+_NUMBER_ATTRIBUTES = frozenset({"ExtendedPayloadSize", "SQSLargePayloadSize"})
+_DATA_TYPE_BYTES = len("String")
 _RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
 
 
@@ -70,7 +73,8 @@ def _entry(index: int, message: OutgoingMessage, fifo: bool) -> dict[str, Any]:
             entry["DelaySeconds"] = int(message.delay_s)
     if message.attributes:
         entry["MessageAttributes"] = {
-            key: {"DataType": "String", "StringValue": value} for key, value in message.attributes.items()
+            key: {"DataType": "Number" if key in _NUMBER_ATTRIBUTES else "String", "StringValue": value}
+            for key, value in message.attributes.items()
         }
     return entry
 
@@ -80,7 +84,8 @@ def _batches(messages: Sequence[OutgoingMessage]) -> list[list[tuple[int, Outgoi
     batches: list[list[tuple[int, OutgoingMessage]]] = [[]]
     size = 0
     for index, message in enumerate(messages):
-        weight = len(message.body.encode()) + sum(len(k) + len(v) for k, v in message.attributes.items())
+        # as SQS counts a message against the batch limit: body, and each attribute's name, type and value
+        weight = len(message.body.encode()) + sum(len(k.encode()) + len(v.encode()) + _DATA_TYPE_BYTES for k, v in message.attributes.items())
         if batches[-1] and (len(batches[-1]) == SQS_MAX_BATCH or size + weight > _MAX_BATCH_BYTES):
             batches.append([])
             size = 0

@@ -6,7 +6,8 @@
   gets a row too (a job sent with ``enqueue --queue`` to a queue no worker of the app polls).
 * ``cloudq dlq peek [APP] QUEUE [-n N] [--json] [--traceback]``: the dead letters of logical QUEUE
   with task, arguments, attempts and the reason cloudq recorded (the error in full; the stored
-  traceback with ``--traceback``), without deleting them.
+  traceback with ``--traceback``), without deleting them. A body offloaded to S3 (the extended
+  client's pointer) is shown as the job it points to.
 * ``cloudq dlq redrive [APP] QUEUE [--max N]``: move them back to QUEUE, where workers run them as
   fresh jobs (SQS's message move task; a receive/send/delete copy with ``--max``).
 * ``cloudq purge [APP] QUEUE [--dlq] [--yes]``: delete every message, after a confirmation.
@@ -23,13 +24,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cloudq.admin import dead_letter_record, queues_on_use, require_queue, stats_reader
 from cloudq.brokers.base import Delivery, QueueStats, admin_of
 from cloudq.cli.loading import load_app
-from cloudq.errors import ConfigurationError
+from cloudq.errors import BrokerError, ConfigurationError, EnvelopeError
 from cloudq.queues import QueuePlan, plan_queues
 
 if TYPE_CHECKING:
@@ -90,6 +91,16 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def truncate(text: str, width: int) -> str:
     text = " ".join(text.split())  # one line, whatever the error or body held
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def resolved_letter(delivery: Delivery, resolve: Callable[[str], tuple[str, Any]]) -> Delivery:
+    """A dead letter whose body is an S3 pointer, with the body it points to (the object stays);
+    shown as the pointer itself if the object is gone or S3 cannot be reached."""
+    try:
+        body, pointer = resolve(delivery.body)
+    except (EnvelopeError, BrokerError):  # PayloadMissing, or S3 refused
+        return delivery
+    return replace(delivery, body=body) if pointer is not None else delivery
 
 
 def describe_dead_letter(delivery: Delivery) -> list[str]:
@@ -153,7 +164,7 @@ def cmd_dlq_peek(ns: argparse.Namespace) -> int:
     try:
         dlq, admin = plan.dead_letter_queue, admin_of(app.broker)
         stats = require_queue(admin, dlq)
-        letters = admin.peek(dlq, ns.n)
+        letters = [resolved_letter(d, app.wire.payloads.resolve) for d in admin.peek(dlq, ns.n)]
     finally:
         app.close()
     if ns.json:

@@ -43,9 +43,12 @@ def create_app(
     ``token``: required on every request (bearer header or the login form's cookie); default
     ``$CLOUDQ_DASHBOARD_TOKEN``, none if unset. ``read_only``: no redrive, purge or cancel (hidden and
     refused). ``allowed_hosts``: Host names to answer to (``cloudq dashboard`` passes the loopback names
-    when it runs without a token). ``resolve_body``: turns a stored body into the one to show (a payload
-    kept in S3, say). ``refresh_s``: how often the queues page refreshes itself.
+    when it runs without a token). ``resolve_body``: turns a stored body into the one to show; by
+    default an S3 pointer (the extended client's format, :mod:`cloudq.payloads`) becomes the job it points
+    to. ``refresh_s``: how often the queues page refreshes itself.
     """
+    if resolve_body is None:
+        resolve_body = lambda body: app.wire.payloads.resolve(body)[0]  # noqa: E731 - plain bodies pass through
     try:
         from cloudq.dashboard.web import build
     except ImportError as exc:

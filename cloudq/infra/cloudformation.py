@@ -29,6 +29,8 @@ What the template holds, and the rules behind it:
   the queues too, because a job whose ETA is beyond SQS's 15-minute delay is re-sent to its own queue.
 * With ``CLOUDQ_JOB_STORE=dynamodb``: the job state table and its grants in both policies
   (:mod:`cloudq.infra.job_table`).
+* With ``CLOUDQ_PAYLOAD_BUCKET`` set, the bucket of large payloads and its statements in both policies
+  (:mod:`cloudq.infra.payload_bucket`); the worker policy is also the Lambda function's.
 * Optionally, the ECS worker service with autoscaling (:mod:`cloudq.infra.ecs`), behind a Condition.
 
 ``--format serverless`` renders the same queues, alarms, rules and policies as the ``resources:`` section of a
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudq.brokers.base import QueueConfig, is_fifo
 from cloudq.errors import ConfigurationError
+from cloudq.infra import payload_bucket
 from cloudq.infra.ecs import ecs_section
 from cloudq.infra.job_table import JobTableSection, job_table_section
 from cloudq.queues import QueuePlan, plan_queues
@@ -192,6 +195,7 @@ def _managed_policy(description: str, statements: list[dict[str, Any]]) -> dict[
 def _iam_policies(resources: _Resources, app: App, qids: list[str], jobs: JobTableSection) -> None:
     queues = [get_att(f"{q}Queue", "Arn") for q in qids]
     dlqs = [get_att(f"{q}DeadLetterQueue", "Arn") for q in qids]
+    bucket, prefix = app.settings.payload_bucket, app.settings.payload_prefix
     producer = [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues)]
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]
     worker = [
@@ -201,6 +205,9 @@ def _iam_policies(resources: _Resources, app: App, qids: list[str], jobs: JobTab
     if jobs.resources:
         producer.append(_statement("JobState", jobs.producer_actions, [jobs.table_arn]))
         worker.append(_statement("JobState", jobs.worker_actions, [jobs.table_arn]))
+    if bucket:
+        producer += payload_bucket.producer_statements(bucket, prefix)
+        worker += payload_bucket.worker_statements(bucket, prefix)
     resources.add("ProducerPolicy", _managed_policy(f"cloudq producer of app {app.name}: enqueue jobs on its queues", producer))
     resources.add("WorkerPolicy", _managed_policy(
         f"cloudq worker of app {app.name}: consume its queues, re-send far ETAs, dead-letter with the reason", worker
@@ -220,7 +227,7 @@ def _periodic_specs(app: App) -> list[PeriodicSpec]:
 
 def _rule(app: App, spec: PeriodicSpec, qid: str) -> dict[str, Any]:
     name = resource_name(app.settings.queue_prefix, spec.name)
-    target: dict[str, Any] = {"Id": TARGET_ID, "Arn": get_att(f"{qid}Queue", "Arn"), "Input": spec.envelope_body(name)}
+    target: dict[str, Any] = {"Id": TARGET_ID, "Arn": get_att(f"{qid}Queue", "Arn"), "Input": spec.envelope_body(name, app.wire.signer)}
     if is_fifo(spec.queue):
         target["SqsParameters"] = {"MessageGroupId": FIFO_GROUP}
     props = {
@@ -290,6 +297,10 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
         resources.add(logical_id, resource)
     _iam_policies(resources, app, [qids[plan.queue] for plan in plans], jobs)
     _schedules(resources, app, specs, qids)
+    if app.settings.payload_bucket:
+        retentions = [SQS_MAX_RETENTION_S, *(plan.config.retention_s for plan in plans)]  # the DLQs keep 14 days
+        for logical_id, resource in payload_bucket.bucket_resources(app.settings.payload_bucket, app.settings.payload_prefix, retentions, tags).items():
+            resources.add(logical_id, resource)
     return resources, {**_outputs(plans, qids), **jobs.outputs}, plans, qids
 
 

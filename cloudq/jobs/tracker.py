@@ -32,7 +32,7 @@ import structlog
 from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import CloudQError, ConfigurationError
 from cloudq.jobs.group_commit import GroupCommit
-from cloudq.jobs.state import Finish, JobError, encode_result
+from cloudq.jobs.state import Finish, JobError, Status, encode_result
 from cloudq.retry import Outcome
 from cloudq.transient import call_retrying
 
@@ -164,10 +164,11 @@ class JobTracker:
         return outcome
 
     def finish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> asyncio.Future[Any] | None:
-        """Write the run's end state; the future completes once it is written (or dropped with a warning).
+        """Start writing the run's end state; the future completes once the write is done (a failed group
+        write is retried alone in the background). None when there is nothing to write.
 
-        None when there is nothing to write. A future, not a coroutine: the worker holds one per job while
-        its slot already runs the next job, and a task per job would cost more than the write."""
+        A future, not a coroutine: the worker holds one per job while its slot already runs the next job,
+        and a task per job would cost more than the write itself."""
         control = self._running.pop(job.id, None)
         end = self._end(job, outcome, settled, result, direct=direct)
         if control is not None and control.pending:  # progress writes still in flight: the end lands after them
@@ -177,41 +178,44 @@ class JobTracker:
         if self._group is None:
             return asyncio.ensure_future(self.call("finish", self.store.finish, job.id, end))
         written = self._group.submit("finish", job.id, end)
-        done: asyncio.Future[Any] = written.get_loop().create_future()
-        written.add_done_callback(lambda f: self._after_group(f, done, job.id, end))
-        return done
+        written.add_done_callback(lambda f: self._after_group(f, job.id, end))
+        return written
+
+    async def afinish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> None:
+        """:meth:`finish`, awaited to the end (retries included): for the Lambda handler and tests."""
+        control = self._running.pop(job.id, None)
+        end = self._end(job, outcome, settled, result, direct=direct)
+        await self._finish_after(control.pending if control is not None else set(), job.id, end)
 
     async def _finish_after(self, pending: set[asyncio.Future[Any]], job_id: str, end: Finish | None) -> None:
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if end is not None:
             await self.write("finish", job_id, end)
 
-    def _after_group(self, written: asyncio.Future[Any], done: asyncio.Future[Any], job_id: str, end: Finish) -> None:
-        """The group's write succeeded: done. It failed: retried alone (then dropped with a warning), then done."""
-        if written.cancelled() or written.exception() is None:
-            done.set_result(None)
-            return
-        retry = asyncio.ensure_future(self.call("finish", self.store.finish, job_id, end))
-        retry.add_done_callback(lambda _: done.done() or done.set_result(None))
+    def _after_group(self, written: asyncio.Future[Any], job_id: str, end: Finish) -> None:
+        """A group write that failed is retried alone (then dropped with a warning). The worker does not wait
+        for that retry: a store that fails is the case where the message, not the store, decides."""
+        if not written.cancelled() and written.exception() is not None:
+            written.get_loop().create_task(self.call("finish", self.store.finish, job_id, end))
 
     def _end(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> Finish | None:
         kind = outcome.kind
         if kind in ("duplicate", "reschedule") or not job.task or (not settled.done and kind != "retry"):
             return None  # nothing ran, or the message stays and its next delivery decides
-        common = {"task": job.task, "queue": job.queue, "attempts": job.attempt, "enqueued_at": epoch(job.enqueued_at),
-                  "unique_key": job.headers.get(UNIQUE_HEADER)}  # fmt: skip
+        def ended(status: Status, **fields: Any) -> Finish:
+            return Finish(status, job.task, job.queue, job.attempt, epoch(job.enqueued_at), unique_key=job.headers.get(UNIQUE_HEADER), **fields)
+
         if kind == "ack":
             text, problem = encode_result(result, self.store.max_result_bytes)
             if problem:
                 logger.warning("job.result_not_stored", job_id=job.id, result_error=problem)
-            return Finish("succeeded", result_json=text, result_error=problem, **common)
+            return ended("succeeded", result_json=text, result_error=problem)
         if kind == "cancelled":
-            return Finish("cancelled", **common)
+            return ended("cancelled")
         error = outcome.error
         info = JobError(type(error).__name__ if error else "", (str(error) if error else "")[:_ERROR_CHARS], outcome.reason.get("cloudq-reason"))
-        if kind == "retry":
-            return Finish("retrying", error=info, **common)
-        return Finish("failed" if direct else "dead_lettered", error=info, **common)
+        return ended("retrying" if kind == "retry" else "failed" if direct else "dead_lettered", error=info)
 
     # -- the cancel watch -------------------------------------------------------------------
     def _ensure_watch(self) -> None:

@@ -1,7 +1,9 @@
 """Batched deletes for the worker: :class:`AckBatcher`.
 
 A finished message is deleted 10 at a time (DeleteMessageBatch), or after ``delete_flush_s``,
-whichever comes first: one call per ten jobs instead of ten. Transient errors are retried through
+whichever comes first: one call per ten jobs instead of ten. The S3 objects of offloaded bodies
+that succeeded go after their messages, once the batch delete has gone through (never before: a
+message that stays would point to nothing). Transient errors are retried through
 tenacity with the producer's policy (:mod:`cloudq.transient`); a batch that still fails comes back
 after its visibility timeout and runs again (at least once), which is logged.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,7 +21,10 @@ from cloudq.errors import BrokerError
 from cloudq.transient import acall_retrying
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
+
     from cloudq.brokers.base import Broker
+    from cloudq.payloads import Pointer
 
 __all__ = ["AckBatcher"]
 
@@ -39,16 +43,27 @@ class AckBatcher:
     it (about +7% drain rate on LocalStack, same calls). Held deletes still go out at ``flush_s``.
     """
 
-    def __init__(self, broker: Broker, flush_s: float, on_done: Callable[[Sequence[Delivery]], None] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        flush_s: float,
+        delete_payloads: Callable[[Iterable[Pointer]], Awaitable[None]] | None = None,
+        *,
+        on_done: Callable[[Sequence[Delivery]], None] | None = None,
+    ) -> None:
         self._broker = broker
         self._flush_s = flush_s
+        self._delete_payloads = delete_payloads
         self._on_done = on_done  # told of each batch once its delete returned or finally failed
+        self._objects: dict[int, Pointer] = {}  # id(delivery) -> its S3 object, deleted after the message
         self._pending: dict[str, list[Delivery]] = defaultdict(list)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self._holds: dict[str, int] = defaultdict(int)
 
-    def add(self, queue: str, delivery: Delivery) -> None:
+    def add(self, queue: str, delivery: Delivery, payload: Pointer | None = None) -> None:
+        if payload is not None:
+            self._objects[id(delivery)] = payload
         batch = self._pending[queue]
         batch.append(delivery)
         if len(batch) >= SQS_MAX_BATCH and not self._holds[queue]:
@@ -83,13 +98,17 @@ class AckBatcher:
         def retrying(exc: BaseException, attempt: int) -> None:
             logger.warning("worker.ack_retrying", queue=queue, error=str(exc), attempt=attempt)
 
+        objects = [p for p in (self._objects.pop(id(d), None) for d in batch) if p is not None]
         try:
             await acall_retrying(lambda: self._broker.ack(queue, batch), attempts=_ACK_ATTEMPTS, on_retry=retrying)
         except BrokerError as exc:
             logger.error("worker.ack_failed", queue=queue, count=len(batch), error=str(exc))
+            return  # the messages come back and need their objects
         finally:
             if self._on_done is not None:
                 self._on_done(batch)
+        if objects and self._delete_payloads is not None:
+            await self._delete_payloads(objects)
 
     async def drain(self) -> None:
         for queue in list(self._pending):

@@ -10,7 +10,7 @@ Two ways in:
   ========== ========================================================= =========================
   outcome    what the handler does                                     reported as
   ========== ========================================================= =========================
-  ack        nothing                                                   success (Lambda deletes)
+  ack        nothing (offloaded: delete message, then S3 object)      success (Lambda deletes)
   retry      ChangeMessageVisibility to the backoff                    failure (SQS redelivers)
   dead_letter send the body to the DLQ with the reason attributes      success
   reschedule re-send with the rest of the ETA delay                    success
@@ -72,6 +72,7 @@ from cloudq.logs import configure_logging
 
 if TYPE_CHECKING:
     from cloudq.consumer import Consumer
+    from cloudq.payloads import Pointer
     from cloudq.settings import Settings
     from cloudq.settings_env import EnvSettings
     from cloudq.tasks import Registry
@@ -176,6 +177,7 @@ class RecordResult:
     ok: bool
     delay_s: int | None = None
     skipped: str | None = None
+    payload: Pointer | None = None
 
 
 def _skipped(record: Mapping[str, Any], why: str) -> RecordResult:
@@ -277,12 +279,32 @@ class LambdaHandler:
         if not finished:
             await self._cut_off(chains, [mid for mid in ids if mid not in results], deadline)
         failed = [mid for mid in ids if mid not in results or not results[mid].ok]
+        await self._delete_payloads(records, results)
         late = sum(1 for r in results.values() if r.skipped == "out_of_time")
         if late:
             logger.warning("lambda.out_of_time", unstarted=late, remaining_ms=deadline.remaining_ms(), margin_ms=deadline.margin_ms)
         duration_ms = round((self.loop.time() - started) * 1000, 3)
         logger.info("lambda.batch_done", records=len(records), failed=len(failed), unstarted=late, duration_ms=duration_ms)
         return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed]}
+
+    async def _delete_payloads(self, records: Sequence[Mapping[str, Any]], results: Mapping[str, RecordResult]) -> None:
+        """Succeeded records with an offloaded body: their messages are deleted here, not by Lambda
+        after the answer, so that their S3 objects can go after them (never before: a message that
+        stays would point to nothing). A failed delete keeps the objects; Lambda still deletes the
+        messages, and the bucket's lifecycle rule expires what is left."""
+        done: dict[str, list[tuple[Delivery, Pointer]]] = {}
+        for record in records:
+            result = results.get(str(record.get("messageId", "")))
+            if result is not None and result.ok and result.payload is not None:
+                delivery = delivery_from_record(record)
+                done.setdefault(delivery.queue, []).append((delivery, result.payload))
+        for queue, pairs in done.items():
+            try:
+                await self.app.consumer.broker.ack(queue, [d for d, _ in pairs])
+            except Exception as exc:  # noqa: BLE001 - Lambda deletes them after the answer anyway
+                logger.warning("lambda.payload_delete_skipped", queue=queue, count=len(pairs), error=f"{type(exc).__name__}: {exc}")
+                continue
+            await self.app.consumer.wire.adelete(p for _, p in pairs)
 
     async def _cut_off(self, chains: asyncio.Future[Any], running: list[str], deadline: _Deadline) -> None:
         """The records still running near the timeout are reported as failures, so the batch answer
@@ -316,7 +338,7 @@ class LambdaHandler:
             delivery = delivery_from_record(record)
             queue = logical_queue(delivery.queue, self.app.settings.queue_prefix)
             settled = await self.app.consumer.process(delivery, queue, run_sync=self._run_sync)
-            return RecordResult(delivery.message_id, ok=settled.done, delay_s=settled.delay_s)
+            return RecordResult(delivery.message_id, ok=settled.done, delay_s=settled.delay_s, payload=settled.payload)
         except Exception as exc:  # noqa: BLE001 - a bad record must never fail the others
             logger.error("lambda.record_failed", message_id=message_id, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             return RecordResult(message_id, ok=False)
@@ -346,13 +368,18 @@ class LambdaHandler:
             event_id = str(event.get("id") or request_id)
             # One job per routed task, each with an id of its own that Lambda's retry of the same event repeats:
             # with a job store, a retry re-runs only the tasks that failed (the others are idempotent duplicates).
-            results = [
-                await self._run_direct(json.dumps({"id": f"{event_id}:{t}", "task": t, "args": [event]}), t, event_id) for t in tasks
-            ]
+            results = [await self._run_direct(self._routed_body(f"{event_id}:{t}", t, event), t, event_id) for t in tasks]
         retried = [r["task"] for r in results if r["outcome"] == "retry"]
         if retried:
             raise EventFailed(f"task(s) {', '.join(retried)} failed; Lambda's retry for asynchronous invocations applies")
         return {"ok": all(r["outcome"] != "dead_letter" for r in results), "results": results}
+
+    def _routed_body(self, job_id: str, task: str, event: Mapping[str, Any]) -> str:
+        """The job of a routed event, signed here when the app signs: it came in through Lambda's
+        invoke permission, not through a queue, and names a task registered for its source."""
+        data: dict[str, Any] = {"id": job_id, "task": task, "args": [event]}
+        signer = self.app.consumer.wire.signer
+        return json.dumps(signer.sign_dict(data) if signer is not None else data)
 
     async def _run_direct(self, body: str, task: str, message_id: str) -> dict[str, Any]:
         """Run one job of a direct invocation through the consumer core, like any delivery of attempt 1.

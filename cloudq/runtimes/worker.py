@@ -140,7 +140,7 @@ class Worker:
         # Finished jobs whose delete has not returned yet: the heartbeat keeps them invisible too, or a delete
         # slowed by throttling and retries would outlive the visibility and the job would run again.
         self._deleting: dict[int, _Job] = {}
-        self._acks = AckBatcher(self.broker, settings.delete_flush_s, on_done=self._deleted)
+        self._acks = AckBatcher(self.broker, settings.delete_flush_s, self.consumer.wire.adelete, on_done=self._deleted)
         self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
 
     # -- control ----------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class Worker:
 
     async def _until_stopped_or_drained(self, pollers: set[asyncio.Task[None]]) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
-        pending = set(pollers)
+        pending: set[asyncio.Task[Any]] = set(pollers)
         try:
             while pending and not self._stopping.is_set():
                 done, pending = await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -377,18 +377,20 @@ class Worker:
         recorded = settled.recorded
         if recorded is not None and not recorded.done():  # the job store's end state first, then the delete
             self._recording.add(recorded)
-            recorded.add_done_callback(lambda _: self._recorded(recorded, job, settled.done))
+            if settled.done:  # covered by the heartbeat from now, through the store's write and the delete
+                self._deleting[id(job.delivery)] = job
+            recorded.add_done_callback(lambda _: self._recorded(recorded, job, settled))
         elif settled.done:
-            self._delete(job)
+            self._delete(job, settled)
 
-    def _recorded(self, recorded: asyncio.Future[None], job: _Job, done: bool) -> None:
+    def _recorded(self, recorded: asyncio.Future[None], job: _Job, settled: Settled) -> None:
         self._recording.discard(recorded)
-        if done:
-            self._delete(job)
+        if settled.done:
+            self._delete(job, settled)
 
-    def _delete(self, job: _Job) -> None:
+    def _delete(self, job: _Job, settled: Settled) -> None:
         self._deleting[id(job.delivery)] = job
-        self._acks.add(job.physical, job.delivery)
+        self._acks.add(job.physical, job.delivery, settled.payload)
 
     def _deleted(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:

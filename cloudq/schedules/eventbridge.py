@@ -29,6 +29,7 @@ from cloudq.schedules.plan import Change, Owner, QueueInfo, diff_resources, read
 if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.schedules.periodic import PeriodicSpec
+    from cloudq.signing import Signer
 
 __all__ = ["CurrentRule", "RuleSpec", "apply_rules_plan", "build_rules_plan", "desired_rules", "plan_rules", "read_rules"]
 
@@ -80,9 +81,11 @@ def normalize_target(target: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def sqs_target(spec: PeriodicSpec, queue_arn: str, scheduled_by: str, *, target_id: str | None = TARGET_ID) -> dict[str, Any]:
+def sqs_target(
+    spec: PeriodicSpec, queue_arn: str, scheduled_by: str, *, target_id: str | None = TARGET_ID, signer: Signer | None = None
+) -> dict[str, Any]:
     """An SQS target carrying the task's envelope; FIFO queues also need a message group."""
-    target: dict[str, Any] = {"Arn": queue_arn, "Input": spec.envelope_body(scheduled_by)}
+    target: dict[str, Any] = {"Arn": queue_arn, "Input": spec.envelope_body(scheduled_by, signer)}
     if target_id is not None:
         target["Id"] = target_id
     if is_fifo(queue_arn):
@@ -114,7 +117,7 @@ def desired_rules(app: App, queues: Mapping[str, QueueInfo]) -> dict[str, RuleSp
         check_rules_engine(spec)
         name = resource_name(app.settings.queue_prefix, spec.name)
         queue_arn = queues[spec.queue].arn
-        target = sqs_target(spec, queue_arn, name)
+        target = sqs_target(spec, queue_arn, name, signer=app.wire.signer)
         rules[name] = RuleSpec(name, spec.name, spec.schedule.expression, owner.marker(spec.name), queue_arn, target)
     return rules
 

@@ -111,7 +111,7 @@ class LocalScheduler:
 
     async def _send(self, spec: PeriodicSpec, fire: datetime) -> None:
         envelope = spec.envelope(resource_name(self.app.settings.queue_prefix, spec.name))
-        _, message = outgoing(envelope, spec.queue, SendOptions())
+        _, message = outgoing(envelope, spec.queue, SendOptions(), self.app.wire.encode)
         await self.app.broker.asend(self.app.settings.queue_name(spec.queue), [message])
         logger.info("schedule.fired", task=spec.name, queue=spec.queue, job_id=envelope.id, fire_time=fire.isoformat())
 

@@ -25,6 +25,7 @@ from cloudq.errors import ConfigurationError, EnvelopeError, ScheduleError
 from cloudq.schedules.expressions import Schedule, parse_schedule
 
 if TYPE_CHECKING:
+    from cloudq.signing import Signer
     from cloudq.tasks import Task
 
     RegisterTask = Callable[..., Callable[[Callable[..., Any]], Task[Any, Any]]]
@@ -63,11 +64,16 @@ class PeriodicSpec:
         """The job one firing enqueues, marked with the rule or schedule that fired it."""
         return Envelope(self.name, tuple(self.args), dict(self.kwargs), headers={SCHEDULED_HEADER: scheduled_by})
 
-    def envelope_body(self, scheduled_by: str) -> str:
-        """The constant JSON body deployed as a target's Input: no id, no enqueued_at, so no churn."""
+    def envelope_body(self, scheduled_by: str, signer: Signer | None = None) -> str:
+        """The constant JSON body deployed as a target's Input: no id, no enqueued_at, so no churn.
+
+        With the app's ``signer`` (``CLOUDQ_SIGNING_KEYS``) it is signed at sync time, so scheduled
+        jobs pass the consumers' verification (the signature is constant too)."""
         data = self.envelope(scheduled_by).to_dict()
         for volatile in ("id", "enqueued_at", "eta"):
             data.pop(volatile)
+        if signer is not None:
+            data = signer.sign_dict(data)
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 

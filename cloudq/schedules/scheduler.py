@@ -26,6 +26,7 @@ from cloudq.schedules.plan import Change, Owner, QueueInfo, diff_resources, reso
 if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.schedules.periodic import PeriodicSpec
+    from cloudq.signing import Signer
 
 __all__ = [
     "CurrentSchedule", "apply_schedules_plan", "build_schedules_plan", "desired_schedules", "group_name",
@@ -79,9 +80,11 @@ def fingerprint(fields: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def schedule_request(spec: PeriodicSpec, group: str, name: str, description: str, queue_arn: str, role: str) -> dict[str, Any]:
+def schedule_request(
+    spec: PeriodicSpec, group: str, name: str, description: str, queue_arn: str, role: str, signer: Signer | None = None
+) -> dict[str, Any]:
     """CreateSchedule/UpdateSchedule parameters (UpdateSchedule replaces every field, so both take all)."""
-    target = sqs_target(spec, queue_arn, name, target_id=None) | {"RoleArn": role}
+    target = sqs_target(spec, queue_arn, name, target_id=None, signer=signer) | {"RoleArn": role}
     return {
         "Name": name,
         "GroupName": group,
@@ -100,7 +103,7 @@ def desired_schedules(app: App, queues: Mapping[str, QueueInfo]) -> dict[str, di
     wanted: dict[str, dict[str, Any]] = {}
     for spec in app.periodic_tasks.values():
         name = resource_name(app.settings.queue_prefix, spec.name)
-        wanted[name] = schedule_request(spec, group, name, owner.marker(spec.name), queues[spec.queue].arn, role)
+        wanted[name] = schedule_request(spec, group, name, owner.marker(spec.name), queues[spec.queue].arn, role, app.wire.signer)
     return wanted
 
 

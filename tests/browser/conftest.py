@@ -37,9 +37,12 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless chromium for the session (a fresh context per test)."""
+    """One headless chromium per test module (a fresh context per test).
+
+    Not per session: Playwright's sync API keeps an event loop running in this thread until it stops, and
+    in a whole-suite run the tests collected after these (contract, integration, unit) call asyncio.run."""
     if not os.access(CHROMIUM, os.X_OK):
         reason = f"{CHROMIUM} not installed; run scripts/install_browser.sh"
         if _in_ci():

@@ -178,3 +178,25 @@ else:
     raise AssertionError("no error")
 """
     probe(statement, tmp_path, uninstalled=["starlette"])
+
+
+def test_signing_and_large_bodies_load_no_aws_sdk_without_a_bucket(tmp_path: Path) -> None:
+    """With signing keys but no CLOUDQ_PAYLOAD_BUCKET, a 300 KiB job is signed, sent inline, verified and run
+    on the memory broker without importing boto3/botocore: the S3 store loads only with a bucket or a pointer."""
+    statement = """
+import asyncio, os
+os.environ.update(CLOUDQ_BROKER="memory", CLOUDQ_SIGNING_KEYS="k1,k2", CLOUDQ_LOG_LEVEL="WARNING")
+import cloudq
+from cloudq.runtimes.worker import Worker
+app = cloudq.App("p")
+ran = []
+@app.task(name="t")
+def t(blob):
+    ran.append(len(blob))
+t.delay("x" * 300_000)
+asyncio.run(Worker(app, burst=True, burst_wait_s=0).run())
+assert ran == [300_000], ran
+"""
+    loaded = set(probe(statement, tmp_path)["loaded"])
+
+    assert loaded.isdisjoint(SQS_STACK), sorted(loaded & set(SQS_STACK))

@@ -41,6 +41,8 @@ def settings_table() -> dict[str, str]:
 
 def shown(value: object) -> str:
     """A default as the table writes it: 2.0 as 2, 0.05 as 0.05, {} as {}."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
     return json.dumps(value) if isinstance(value, dict) else str(value)
