@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from cloudq.consumer import Consumer
+    from cloudq.observability import Observability
+    from cloudq.observability.metrics import Metrics
     from cloudq.runtimes.aws_lambda import LambdaHandler
     from cloudq.schedules.periodic import PeriodicSpec
     from cloudq.settings import Settings
@@ -68,6 +71,8 @@ class App:
         self._settings: Settings | EnvSettings = settings if settings is not None else load_settings()
         self.producer = Producer(self._settings, lambda: self.broker, self.middleware)
         self._consumer: Consumer | None = None
+        self._observability: Observability | None = None
+        self._observe()
 
     @property
     def settings(self) -> Settings | EnvSettings:
@@ -78,6 +83,33 @@ class App:
         """New settings reach every part (tasks keep their producer); the broker is rebuilt on next use."""
         self._settings = self.producer.settings = settings
         self._consumer = None
+        self._observe()
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The app's metrics (``CLOUDQ_METRICS``), None when off; the worker adds its receive records here."""
+        return self._observability.metrics if self._observability is not None else None
+
+    def _observe(self) -> None:
+        """Install metrics and tracing as the settings ask (see :mod:`cloudq.observability`), outermost.
+
+        Checked without importing anything: with ``CLOUDQ_METRICS=none`` and no OpenTelemetry in the
+        process (the default), nothing is installed and the job path is what it was.
+        """
+        if self._observability is not None:
+            for middleware in self._observability.middleware:
+                self.middleware.remove(middleware)
+            self._observability.close()
+            self._observability = None
+        settings = self._settings
+        tracing = getattr(settings, "tracing", "none")
+        if getattr(settings, "metrics", "none") == "none" and (tracing == "none" or (tracing == "auto" and "opentelemetry" not in sys.modules)):
+            return
+        from cloudq.observability import Observability
+
+        self._observability = Observability(settings, self.name, self.registry.__contains__)
+        for middleware in reversed(self._observability.middleware):
+            self.middleware.add(middleware, first=True)
 
     def use_broker(self, broker: Broker | None) -> None:
         """Replace the broker (None: build one from the settings on next use); the old one is not closed."""
@@ -200,10 +232,14 @@ class App:
         return self._broker
 
     def close(self) -> None:
+        if self._observability is not None:
+            self._observability.close()  # what EMF still holds is written; /metrics stops serving
         if self._broker is not None:
             self._broker.close()
 
     async def aclose(self) -> None:
+        if self._observability is not None:
+            self._observability.close()
         if self._broker is not None:
             await self._broker.aclose()
 

@@ -158,7 +158,7 @@ class Consumer:
         try:
             envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
             bind_contextvars(job_id=envelope.id, task=envelope.task)
-            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at)
+            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at, delivery.aws_trace_header)
             if envelope.eta is not None and (waiting := _eta_outcome(envelope, queue)) is not None:
                 log.info("job.rescheduled", delay_s=waiting.delay_s)
                 return job, waiting

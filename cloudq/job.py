@@ -20,7 +20,7 @@ __all__ = ["Job", "current_job"]
 class Job:
     """One run of a job: which job (``id``, ``task``), where from (``queue``, ``message_id``), which
     try (``attempt``, SQS's ApproximateReceiveCount: it grows with every retry), the envelope's
-    ``headers`` and ``enqueued_at``.
+    ``headers`` and ``enqueued_at``; ``aws_trace_header`` is SQS's X-Ray ``AWSTraceHeader``, if the message had one.
 
     ``task`` is ``""`` when the message body is not a valid envelope (``on_outcome`` still hears of it).
     """
@@ -32,6 +32,7 @@ class Job:
     message_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
     enqueued_at: datetime | None = None
+    aws_trace_header: str | None = None
 
 
 _current: ContextVar[Job | None] = ContextVar("cloudq_current_job", default=None)

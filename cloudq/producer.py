@@ -110,8 +110,8 @@ class Producer:
     def _build(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
         queue = options.queue or queue
         now = utcnow()
-        enqueue = self.middleware.enqueue
-        pairs = [outgoing(enqueue(Envelope(task, args, kwargs, enqueued_at=now)), queue, options) for args, kwargs in calls]
+        envelopes = self.middleware.enqueue_all([Envelope(task, args, kwargs, enqueued_at=now) for args, kwargs in calls])
+        pairs = [outgoing(envelope, queue, options) for envelope in envelopes]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str]) -> list[JobRef]:

@@ -160,6 +160,14 @@ class SettingsFields:
     scheduler_role_arn: str | None = _setting(
         None, "IAM role EventBridge Scheduler sends to SQS as (`cloudq schedules sync --engine scheduler`)"
     )
+    metrics: Literal["none", "emf", "prometheus"] = _setting(
+        "none", "none, emf (CloudWatch Embedded Metric Format on stdout) or prometheus (`cloudq worker --metrics-port`)"
+    )
+    metrics_namespace: str = _setting("cloudq", "CloudWatch namespace of the EMF metrics (prefix of the Prometheus names)", non_empty=True)
+    metrics_interval_s: float = _setting(60.0, "how often a worker flushes its EMF metrics (and at exit)", gt=0)
+    tracing: Literal["auto", "otel", "none"] = _setting(
+        "auto", "OpenTelemetry spans: auto (when opentelemetry is imported before the App is built), otel, none"
+    )
 
 
 def _rows() -> Mapping[str, Setting]:

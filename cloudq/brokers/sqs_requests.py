@@ -50,7 +50,7 @@ __all__ = [
 Request = tuple[str, dict[str, Any]]
 
 _MAX_BATCH_BYTES = 262_144  # a conservative batch payload limit that every SQS region accepts
-_RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+_RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId", "AWSTraceHeader"]
 
 
 def _entry(index: int, message: OutgoingMessage, fifo: bool) -> dict[str, Any]:
@@ -146,6 +146,7 @@ def parse_messages(queue: str, response: dict[str, Any]) -> list[Delivery]:
                 },
                 sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, timezone.utc) if sent_ms else None,
                 group_id=system.get("MessageGroupId"),
+                aws_trace_header=system.get("AWSTraceHeader"),
             )
         )
     return deliveries

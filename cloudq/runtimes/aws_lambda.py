@@ -148,6 +148,7 @@ def delivery_from_record(record: Mapping[str, Any]) -> Delivery:
         },
         sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, timezone.utc) if sent_ms else None,
         group_id=system.get("MessageGroupId"),
+        aws_trace_header=system.get("AWSTraceHeader"),
     )
 
 
