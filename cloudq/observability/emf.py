@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from cloudq.observability.metrics import JOB_DIMENSIONS, QUEUE_DIMENSIONS, Metric
+from cloudq.observability.metrics import JOB_DIMENSIONS, METRICS, QUEUE_DIMENSIONS, Metric
 
 __all__ = ["EmfSink", "bucket"]
 
@@ -100,20 +100,17 @@ class EmfSink:
         self._clock = clock
         # (dimension names, their values) -> metric name -> a count or a distribution
         self._groups: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
-        self._units: dict[str, str] = {}
 
     def record(self, metric: Metric, labels: tuple[str, ...], value: float) -> None:
         group = self._groups.get((metric.dimensions, labels))
         if group is None:
             group = self._groups[(metric.dimensions, labels)] = {}
-            self._units[metric.name] = metric.unit
         if metric.kind == "counter":
             group[metric.name] = group.get(metric.name, 0) + value
             return
         dist = group.get(metric.name)
         if dist is None:
             dist = group[metric.name] = _Distribution()
-            self._units[metric.name] = metric.unit
         dist.add(value, exact=metric.unit == "Count")
 
     def lines(self) -> list[str]:
@@ -137,7 +134,7 @@ class EmfSink:
             directive = {
                 "Namespace": self.namespace,
                 "Dimensions": _dimension_sets(names),
-                "Metrics": [{"Name": name, "Unit": self._units[name]} for name in fields],
+                "Metrics": [{"Name": name, "Unit": METRICS[name].unit} for name in fields],
             }
             docs.append({"_aws": {"Timestamp": stamp, "CloudWatchMetrics": [directive]}, **dict(zip(names, labels)), **fields})
         return docs

@@ -145,6 +145,22 @@ class Metrics:
     def deleted(self, queue: str, messages: int) -> None:
         self.sink.record(METRICS["deletes_per_call"], (self.app, queue), messages)
 
+    def deletes_of(self, logical: dict[str, str]) -> Callable[[str, int], None]:
+        """The worker's delete-batch callback, which names queues physically: ``logical`` maps them back."""
+        deleted = self.deleted
+        return lambda physical, count: deleted(logical.get(physical, physical), count)
+
+    async def flush_every_interval(self) -> None:
+        """Flush every ``interval_s`` until cancelled (a worker's background task); returns at once if
+        the sink needs no flushing (Prometheus is scraped)."""
+        if self.interval_s is None:
+            return
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.sink.flush()
+
     def flush(self) -> None:
         self.sink.flush()
 

@@ -39,6 +39,8 @@ class PrometheusSink:
         self._collectors = {metric.name: _collector(metric, prefix, self.registry) for metric in METRICS.values()}
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._server: Any = None
+        self.port: int | None = None
+        """The port ``/metrics`` is served on (``serve(0)`` picks a free one)."""
 
     def record(self, metric: Metric, labels: tuple[str, ...], value: float) -> None:
         child = self._children.get((metric.name, labels))
@@ -62,6 +64,7 @@ class PrometheusSink:
         except OSError as exc:
             raise ConfigurationError(f"--metrics-port {port}: cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
         self._server = served[0] if isinstance(served, tuple) else None
+        self.port = self._server.server_port if self._server is not None else port
 
     def flush(self) -> None:
         """Nothing to write: Prometheus scrapes."""
