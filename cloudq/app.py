@@ -103,11 +103,14 @@ class App:
             self._observability = None
         settings = self._settings
         tracing = getattr(settings, "tracing", "none")
-        if getattr(settings, "metrics", "none") == "none" and (tracing == "none" or (tracing == "auto" and "opentelemetry" not in sys.modules)):
+        if getattr(settings, "metrics", "none") == "none" and (tracing == "none" or (tracing == "auto" and "opentelemetry.trace" not in sys.modules)):
             return
         from cloudq.observability import Observability
 
-        self._observability = Observability(settings, self.name, self.registry.__contains__)
+        observability = Observability(settings, self.name, self.registry.__contains__)
+        if observability.empty:
+            return
+        self._observability = observability
         for middleware in reversed(self._observability.middleware):
             self.middleware.add(middleware, first=True)
 

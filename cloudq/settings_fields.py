@@ -166,7 +166,7 @@ class SettingsFields:
     metrics_namespace: str = _setting("cloudq", "CloudWatch namespace of the EMF metrics (prefix of the Prometheus names)", non_empty=True)
     metrics_interval_s: float = _setting(60.0, "how often a worker flushes its EMF metrics (and at exit)", gt=0)
     tracing: Literal["auto", "otel", "none"] = _setting(
-        "auto", "OpenTelemetry spans: auto (when opentelemetry is imported before the App is built), otel, none"
+        "auto", "OpenTelemetry spans: auto (when a tracer provider is set before the App is built), otel, none"
     )
 
 

@@ -3,8 +3,8 @@
 * ``CLOUDQ_METRICS``: ``none`` (default: nothing is installed, nothing is imported), ``emf``
   (:mod:`cloudq.observability.emf`) or ``prometheus`` (:mod:`cloudq.observability.prometheus`); the
   metrics are :data:`cloudq.observability.metrics.METRICS`.
-* ``CLOUDQ_TRACING``: ``auto`` (default: on when ``opentelemetry`` is already imported when the App is
-  built, as with ``opentelemetry-instrument`` or the ADOT Lambda layer), ``otel`` or ``none``; see
+* ``CLOUDQ_TRACING``: ``auto`` (default: on when a global OpenTelemetry tracer provider is set when the
+  App is built, as ``opentelemetry-instrument`` and the ADOT Lambda layer do), ``otel`` or ``none``; see
   :mod:`cloudq.observability.tracing`.
 
 Both hook into a job's life through the public middleware seam only, installed outermost (tracing,
@@ -26,8 +26,16 @@ __all__ = ["Observability", "tracing_wanted", "wanted"]
 
 
 def tracing_wanted(settings: Any) -> bool:
+    """``otel``; or ``auto`` with a global OpenTelemetry tracer provider set (opentelemetry-instrument, the
+    ADOT layer or the app's own set-up did). Looked for only when opentelemetry is imported already."""
     mode = getattr(settings, "tracing", "none")
-    return mode == "otel" or (mode == "auto" and "opentelemetry" in sys.modules)
+    if mode != "auto":
+        return mode == "otel"
+    if "opentelemetry.trace" not in sys.modules:
+        return False
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def wanted(settings: Any) -> bool:
@@ -49,6 +57,10 @@ class Observability:
             from cloudq.observability.metrics import MetricsMiddleware
 
             self.middleware.append(MetricsMiddleware(self.metrics))
+
+    @property
+    def empty(self) -> bool:
+        return self.metrics is None and not self.middleware
 
     def close(self) -> None:
         """Flush what is left (EMF) and stop serving (Prometheus)."""

@@ -1,8 +1,8 @@
 """OpenTelemetry trace propagation through the queue: a PRODUCER span per enqueue, a CONSUMER span per job.
 
 Needs the ``otel`` extra (``pip install 'cloudq[otel]'``, the API; bring your own SDK and exporter);
-imported only when tracing is on (``CLOUDQ_TRACING=otel``, or ``auto`` with opentelemetry already
-imported when the App is built), so a cold start without it pays nothing.
+imported only when tracing is on (``CLOUDQ_TRACING=otel``, or ``auto`` with a global tracer provider
+set when the App is built), so a cold start without it pays nothing.
 
 * **Producer** (``on_enqueue``): one PRODUCER span ``send <task>`` per ``.delay``, and one per ``.map``
   batch (``messaging.batch.message_count``), whose W3C ``traceparent``/``tracestate`` go into every
