@@ -81,13 +81,16 @@ class QueueConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue."""
+    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue. ``oldest_age_s``
+    is the age of the oldest message not deleted, where the broker knows it (local, memory; SQS reports
+    it only to CloudWatch), else None."""
 
     queue: str
     exists: bool
     visible: int = 0
     in_flight: int = 0
     delayed: int = 0
+    oldest_age_s: float | None = None
 
 
 @runtime_checkable

@@ -184,8 +184,9 @@ class LocalBroker:
                 local_sql.create_queue(db, config.dead_letter_queue)
 
     def stats(self, queue: str) -> QueueStats:
-        exists, visible, in_flight, delayed = self._read(local_sql.STATS, (queue, self.clock()))[0]
-        return QueueStats(queue, bool(exists), visible, in_flight, delayed)
+        now = self.clock()
+        exists, visible, in_flight, delayed, oldest = self._read(local_sql.STATS, (queue, now))[0]
+        return QueueStats(queue, bool(exists), visible, in_flight, delayed, max(0.0, now - oldest) if oldest is not None else None)
 
     def list_queues(self, prefix: str = "") -> list[str]:
         names = self._read("SELECT name FROM queues ORDER BY name", ())

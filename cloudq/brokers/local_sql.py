@@ -75,7 +75,8 @@ STATS = """
 SELECT (SELECT COUNT(*) FROM queues WHERE name = ?1),
        COALESCE(SUM(visible_at <= ?2), 0),
        COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0),
-       COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0)
+       COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0),
+       MIN(sent_at)
 FROM messages WHERE queue = ?1
 """
 

@@ -166,7 +166,8 @@ class MemoryBroker:
             msgs = list(self._queues[queue].messages.values())
         visible = sum(1 for m in msgs if m.visible_at <= now)
         in_flight = sum(1 for m in msgs if m.visible_at > now and m.receive_count)
-        return QueueStats(queue, True, visible, in_flight, len(msgs) - visible - in_flight)
+        oldest = max(0.0, now - min(m.sent_at for m in msgs)) if msgs else None
+        return QueueStats(queue, True, visible, in_flight, len(msgs) - visible - in_flight, oldest)
 
     def list_queues(self, prefix: str = "") -> list[str]:
         with self._lock:
