@@ -45,33 +45,29 @@ def bucket(value: float) -> float:
 
 
 class _Distribution:
-    __slots__ = ("counts", "total", "low", "high", "n")
+    """Raw values until the flush: one list append per record on the job path, the bucketing and the
+    statistics once per flush (a minute of a busy worker is some tens of thousands of floats)."""
 
-    def __init__(self) -> None:
-        self.counts: dict[float, int] = {}
-        self.total = 0.0
-        self.low = math.inf
-        self.high = -math.inf
-        self.n = 0
+    __slots__ = ("values", "exact")
 
-    def add(self, value: float, exact: bool) -> None:
-        key = float(value) if exact else bucket(value)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        self.total += value
-        self.n += 1
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+    def __init__(self, exact: bool) -> None:
+        self.values: list[float] = []
+        self.exact = exact
 
     def chunks(self) -> list[dict[str, Any]]:
-        """EMF values/counts objects of at most MAX_VALUES values; the statistics ride on the first."""
-        items = sorted(self.counts.items())
-        out = []
-        for start in range(0, len(items), MAX_VALUES):
-            part = items[start : start + MAX_VALUES]
-            out.append({"Values": [v for v, _ in part], "Counts": [c for _, c in part]})
-        out[0].update(Min=round(self.low, 3), Max=round(self.high, 3), Count=self.n, Sum=round(self.total, 3))
-        if len(out) > 1:  # the statistic set describes the whole line it is on: give each chunk its own
-            out = [_with_stats(chunk) for chunk in out]
+        """EMF values/counts objects of at most MAX_VALUES values; with one chunk, the exact statistics."""
+        values = self.values
+        counts: dict[float, int] = {}
+        for value in values if self.exact else map(bucket, values):
+            counts[value] = counts.get(value, 0) + 1
+        items = sorted(counts.items())
+        out = [
+            {"Values": [float(v) for v, _ in items[start : start + MAX_VALUES]], "Counts": [c for _, c in items[start : start + MAX_VALUES]]}
+            for start in range(0, len(items), MAX_VALUES)
+        ]
+        if len(out) > 1:  # a statistic set describes the line it is on: each chunk gets its own
+            return [_with_stats(chunk) for chunk in out]
+        out[0].update(Min=round(min(values), 3), Max=round(max(values), 3), Count=len(values), Sum=round(sum(values), 3))
         return out
 
 
@@ -110,8 +106,8 @@ class EmfSink:
             return
         dist = group.get(metric.name)
         if dist is None:
-            dist = group[metric.name] = _Distribution()
-        dist.add(value, exact=metric.unit == "Count")
+            dist = group[metric.name] = _Distribution(exact=metric.unit == "Count")
+        dist.values.append(value)
 
     def lines(self) -> list[str]:
         """The EMF lines of everything recorded since the last flush, and forget it."""

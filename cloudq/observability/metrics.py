@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from cloudq.errors import TaskSignal
 from cloudq.middleware import CallNext, Middleware
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ METRICS: dict[str, Metric] = _table(
 )
 """Metric name -> its row, as the README's metrics table lists them."""
 
+_SUCCEEDED, _DURATION, _LAG = METRICS["jobs_succeeded"], METRICS["job_duration_ms"], METRICS["job_lag_ms"]
+
 # outcome kind -> the counter it bumps; "cancelled" and "duplicate" come with the job store (issue 12)
 _KIND_COUNTERS = {
     "ack": "jobs_succeeded",
@@ -96,8 +99,6 @@ class Sink(Protocol):
 def outcome_counters(outcome: Outcome) -> list[str]:
     """The counters a fate bumps: its kind's, plus ``jobs_failed`` exactly when ``job.failed`` is logged
     (the task raised an error, not a signal such as Reject or Retry, and it was not poison)."""
-    from cloudq.errors import TaskSignal  # the module is loaded already: the consumer imports it
-
     names = [_KIND_COUNTERS.get(outcome.kind, f"jobs_{outcome.kind}")]
     error = outcome.error
     if error is not None and not isinstance(error, TaskSignal) and outcome.reason.get("cloudq-reason") in (None, "max_retries_exceeded"):
@@ -119,18 +120,21 @@ class Metrics:
         task = job.task if self._is_task(job.task) else UNREGISTERED
         labels = (self.app, job.queue, task)
         record = self.sink.record
-        for name in outcome_counters(outcome):
-            metric = METRICS.get(name)
-            if metric is None:
-                continue
-            if name == "jobs_dead_lettered":
-                record(metric, (*labels, outcome.reason.get("cloudq-reason", "unknown")), 1)
-            else:
-                record(metric, labels, 1)
+        if outcome.kind == "ack":  # the common case, without building the list
+            record(_SUCCEEDED, labels, 1)
+        else:
+            for name in outcome_counters(outcome):
+                metric = METRICS.get(name)
+                if metric is None:
+                    continue
+                if name == "jobs_dead_lettered":
+                    record(metric, (*labels, outcome.reason.get("cloudq-reason", "unknown")), 1)
+                else:
+                    record(metric, labels, 1)
         if duration_ms is not None:
-            record(METRICS["job_duration_ms"], labels, duration_ms)
+            record(_DURATION, labels, duration_ms)
         if lag_ms is not None:
-            record(METRICS["job_lag_ms"], labels, lag_ms)
+            record(_LAG, labels, lag_ms)
 
     def received(self, queue: str, messages: int, slots_busy: int) -> None:
         """One receive of a worker's poller: ``messages`` came back, ``slots_busy`` slots now hold a job."""
