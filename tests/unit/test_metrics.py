@@ -277,3 +277,14 @@ def test_metrics_none_installs_nothing() -> None:
     assert app.metrics is not None and len(app.middleware) == 1
     app.settings = cloudq.Settings(broker="memory", tracing="none")
     assert app.metrics is None and len(app.middleware) == 0
+
+
+def test_the_readme_metrics_table_is_the_metric_table() -> None:
+    """README.md's one table of metric names and dimensions lists exactly cloudq's metrics, with their dimensions."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| metric | kind, unit | dimensions | what |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:4] for line in table.strip().splitlines()[1:]]
+    documented = {name.strip().strip("`"): tuple(d.strip() for d in dims.split(",")) for name, _, dims in rows}
+
+    assert documented == {m.name: m.dimensions for m in METRICS.values()}
+    assert all(kind.split(",")[0].strip() == METRICS[name.strip().strip("`")].kind for name, kind, _ in rows)
