@@ -17,6 +17,10 @@ What happens to each delivery (run, then ack, retry, dead-letter, re-send) is th
   scheduled is due within ``burst_retry_wait_s`` (60 s): those it waits for and runs. A retry due
   later is made visible again at exit, so a burst never leaves a job stranded in flight. (A run
   ended by ``max_tasks`` or a signal leaves a retry's backoff alone.)
+* **Metrics** (``CLOUDQ_METRICS``, :mod:`cloudq.observability`): the jobs' are counted through the
+  middleware seam; the worker adds its own per receive (receives, empty ones, messages per receive,
+  slots busy) and per delete batch, and flushes EMF every interval and at exit. With metrics off the
+  only cost is one ``is None`` check per receive.
 * **Start-up** through an outage: resolving the queues retries with backoff
   (``worker.broker_unavailable``) until the endpoint answers; SIGTERM meanwhile exits cleanly.
 """
