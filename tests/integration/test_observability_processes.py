@@ -116,3 +116,33 @@ def test_a_worker_on_sqs_writes_emf_lines_with_the_runs_counts(env: dict[str, st
     assert sum(d["job_duration_ms"]["Count"] for d in jobs if "job_duration_ms" in d) == 3
     assert sum(sum(d["messages_per_receive"]["Values"][i] * c for i, c in enumerate(d["messages_per_receive"]["Counts"])) for d in queue) == 3
     assert sum(sum(v * c for v, c in zip(d["deletes_per_call"]["Values"], d["deletes_per_call"]["Counts"])) for d in docs if "deletes_per_call" in d) == 3
+
+
+def test_the_emf_alarms_deploy_with_the_stack(make_settings: Any, unique_name: Any, localstack_endpoint: str) -> None:
+    """`cloudq infra render` with CLOUDQ_METRICS=emf deploys on LocalStack's CloudFormation: per queue, the
+    two SQS alarms and the two on the EMF metrics, in the app's namespace with the app and queue dimensions."""
+    import boto3
+
+    from cloudq.infra.cloudformation import render
+
+    app = cloudq.App("emf-it", settings=make_settings(metrics="emf", metrics_namespace="emf-it"))
+    app.task(name="it.t", queue="work")(lambda: None)
+    cloudformation, sqs, cloudwatch = (boto3.client(s, endpoint_url=localstack_endpoint, region_name="us-east-1") for s in ("cloudformation", "sqs", "cloudwatch"))
+    name = unique_name("cloudq-emf")
+    cloudformation.create_stack(StackName=name, TemplateBody=render(app, "x:app"), Capabilities=["CAPABILITY_IAM"])
+    try:
+        cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+        alarms = cloudwatch.describe_alarms(AlarmNamePrefix=app.settings.queue_prefix)["MetricAlarms"]
+    finally:
+        cloudformation.delete_stack(StackName=name)
+        cloudformation.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+        for url in sqs.list_queues(QueueNamePrefix=app.settings.queue_prefix).get("QueueUrls", []):
+            sqs.delete_queue(QueueUrl=url)
+        for client in (cloudformation, sqs, cloudwatch):
+            client.close()
+    emf = {a["AlarmName"]: a for a in alarms if a["Namespace"] == "emf-it"}
+
+    assert len(alarms) == 8 and len(emf) == 4  # queues default and work
+    failures = emf[app.settings.queue_name("work") + "-failures"]
+    assert failures["MetricName"] == "jobs_failed" and failures["Statistic"] == "Sum"
+    assert {d["Name"]: d["Value"] for d in failures["Dimensions"]} == {"app": "emf-it", "queue": "work"}
