@@ -28,8 +28,12 @@ from cloudq.errors import (
     CloudQError,
     ConfigurationError,
     EnvelopeError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
     QueueNotFound,
     Reject,
+    ResultUnavailable,
     Retry,
     ScheduleError,
     TaskNotFound,
@@ -40,8 +44,11 @@ if TYPE_CHECKING:
     from cloudq.app import App
     from cloudq.envelope import Envelope
     from cloudq.job import Job, current_job
+    from cloudq.jobs.ref import JobRef
+    from cloudq.jobs.state import JobError, JobState
+    from cloudq.jobs.store import JobStore
     from cloudq.middleware import Middleware
-    from cloudq.producer import JobRef, SendOptions
+    from cloudq.producer import SendOptions
     from cloudq.retry import Outcome
     from cloudq.settings import Settings
     from cloudq.tasks import Task
@@ -58,11 +65,18 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "Job",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
     "JobRef",
+    "JobState",
+    "JobStore",
     "Middleware",
     "Outcome",
     "QueueNotFound",
     "Reject",
+    "ResultUnavailable",
     "Retry",
     "ScheduleError",
     "SendOptions",
@@ -79,7 +93,10 @@ _LAZY = {
     "App": "cloudq.app",
     "Envelope": "cloudq.envelope",
     "Job": "cloudq.job",
-    "JobRef": "cloudq.producer",
+    "JobError": "cloudq.jobs.state",
+    "JobRef": "cloudq.jobs.ref",
+    "JobState": "cloudq.jobs.state",
+    "JobStore": "cloudq.jobs.store",
     "Middleware": "cloudq.middleware",
     "Outcome": "cloudq.retry",
     "SendOptions": "cloudq.producer",

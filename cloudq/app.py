@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from cloudq.brokers import Broker, create_broker
 from cloudq.errors import ConfigurationError
 from cloudq.middleware import Middleware, MiddlewareChain
-from cloudq.producer import JobRef, Producer, SendOptions
+from cloudq.producer import JobRef, Producer, SendOptions, Tracking
 from cloudq.settings_env import EnvSettings, load_settings
 from cloudq.tasks import EventRoute, Registry, Task
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from cloudq.consumer import Consumer
+    from cloudq.jobs.store import JobStore
     from cloudq.observability import Observability
     from cloudq.observability.metrics import Metrics
     from cloudq.runtimes.aws_lambda import LambdaHandler
@@ -46,6 +47,26 @@ class TaskDecorator(Protocol):
     would forget it)."""
 
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def _tracking(task: str, track: bool, unique: bool, unique_key: Callable[..., str] | None) -> Tracking:
+    if unique_key is not None and not callable(unique_key):
+        raise ConfigurationError(f"task {task!r}: unique_key must be a function of the task's arguments returning a string")
+    if unique_key is not None:
+        key_fn = unique_key
+
+        def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            key = key_fn(*args, **kwargs)
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"task {task!r}: unique_key returned {key!r}, not a non-empty string")
+            return key
+
+        return Tracking(track, rule)
+    if unique:
+        from cloudq.jobs.state import default_unique_key
+
+        return Tracking(track, lambda args, kwargs: default_unique_key(args, kwargs))
+    return Tracking(track) if not track else Tracking()
 
 
 class App:
@@ -69,7 +90,9 @@ class App:
         self._lambda_handler: LambdaHandler | None = None
         # Without explicit settings, CLOUDQ_* is read without importing pydantic (see cloudq.settings_env).
         self._settings: Settings | EnvSettings = settings if settings is not None else load_settings()
-        self.producer = Producer(self._settings, lambda: self.broker, self.middleware)
+        self._job_store: JobStore | None = None
+        self._job_store_built = False
+        self.producer = Producer(self._settings, lambda: self.broker, self.middleware, lambda: self.job_store)
         self._consumer: Consumer | None = None
         self._observability: Observability | None = None
         self._observe()
@@ -83,6 +106,7 @@ class App:
         """New settings reach every part (tasks keep their producer); the broker is rebuilt on next use."""
         self._settings = self.producer.settings = settings
         self._consumer = None
+        self._job_store, self._job_store_built = None, False
         self._observe()
 
     @property
@@ -138,7 +162,38 @@ class App:
             max_retries=settings.max_retries,
             default_queue=settings.default_queue,
             middleware=self.middleware,
+            tracker=self._build_tracker(),
         )
+
+    def _build_tracker(self) -> Any:
+        store = self.job_store
+        if store is None:
+            return None
+        from cloudq.jobs.tracker import JobTracker
+
+        settings = self._settings
+        return JobTracker(store, record_running=settings.job_track == "running", cancel_check_s=settings.job_cancel_check_s)
+
+    # -- job state --------------------------------------------------------------------------
+    @property
+    def job_store(self) -> JobStore | None:
+        """The job store of ``CLOUDQ_JOB_STORE`` (None for ``none``), built on first use."""
+        if not self._job_store_built:
+            from cloudq.jobs import create_job_store
+
+            self._job_store, self._job_store_built = create_job_store(self._settings), True
+        return self._job_store
+
+    def use_job_store(self, store: JobStore | None) -> None:
+        """Replace the job store (tests, or a store built by hand); the consumer picks it up on next build."""
+        self._job_store, self._job_store_built = store, True
+        self._consumer = None
+
+    def job(self, job_id: str) -> JobRef:
+        """A job by id, from any process (a web request polling a job): ``app.job(id).status()``."""
+        if not job_id or not isinstance(job_id, str):
+            raise ConfigurationError(f"a job id must be a non-empty string, got {job_id!r}")
+        return JobRef(job_id, "", "", "", lambda: self.job_store)
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Install one more middleware, innermost (after those given to the constructor)."""
@@ -150,7 +205,16 @@ class App:
 
     @overload
     def task(
-        self, /, *, name: str | None = None, queue: str | None = None, max_retries: int | None = None, timeout: float | None = None
+        self,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        track: bool = True,
+        unique: bool = False,
+        unique_key: Callable[..., str] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -162,14 +226,22 @@ class App:
         queue: str | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
+        track: bool = True,
+        unique: bool = False,
+        unique_key: Callable[..., str] | None = None,
     ) -> Any:
-        """Register a function as a task; usable bare (``@app.task``) or with options."""
+        """Register a function as a task; usable bare (``@app.task``) or with options.
+
+        With a job store: ``track=False`` keeps its jobs out of it; ``unique=True`` (same arguments, same
+        job) or ``unique_key=fn(*args, **kwargs) -> str`` makes an enqueue return the queued, retrying or
+        running job with the same key instead of sending another."""
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if task_name in self.registry and self.registry[task_name].fn is not func:
                 raise ConfigurationError(f"task name {task_name!r} is already registered to another function")
-            task = Task(self.producer, func, name=task_name, queue=queue, max_retries=max_retries, timeout=timeout)
+            tracking = _tracking(task_name, track, unique, unique_key)
+            task = Task(self.producer, func, name=task_name, queue=queue, max_retries=max_retries, timeout=timeout, tracking=tracking)
             self.registry[task_name] = task
             return task
 
@@ -208,19 +280,21 @@ class App:
 
     def send_task(self, task: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> JobRef:
         """``enqueue`` with send options (delay, queue, group_id, dedup_id) spelled out."""
-        queue, opts = self._route(task, args, kwargs or {}, options)
-        return self.producer.send(task, queue, [(tuple(args), kwargs or {})], opts)[0]
+        queue, opts, tracking = self._route(task, args, kwargs or {}, options)
+        return self.producer.send(task, queue, [(tuple(args), kwargs or {})], opts, tracking)[0]
 
     async def asend_task(self, task: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> JobRef:
-        queue, opts = self._route(task, args, kwargs or {}, options)
-        return (await self.producer.asend(task, queue, [(tuple(args), kwargs or {})], opts))[0]
+        queue, opts, tracking = self._route(task, args, kwargs or {}, options)
+        return (await self.producer.asend(task, queue, [(tuple(args), kwargs or {})], opts, tracking))[0]
 
-    def _route(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[str, SendOptions]:
+    def _route(
+        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> tuple[str, SendOptions, Tracking]:
         registered = self.registry.get(task)
         if registered is not None:
             registered.bind(args, kwargs)
-            return registered.queue, registered.options.merge(**options)
-        return self.settings.default_queue, SendOptions().merge(**options)
+            return registered.queue, registered.options.merge(**options), registered.tracking
+        return self.settings.default_queue, SendOptions().merge(**options), Tracking()
 
     # -- broker -----------------------------------------------------------------------------
     @property
@@ -239,6 +313,8 @@ class App:
             self._observability.close()  # what EMF still holds is written; /metrics stops serving
         if self._broker is not None:
             self._broker.close()
+        if self._job_store is not None:
+            self._job_store.close()
 
     async def aclose(self) -> None:
         if self._observability is not None:

@@ -17,12 +17,17 @@ ack         nothing (the runtime deletes: worker batch, Lambda success)  True
 retry       ChangeMessageVisibility to the backoff                       False
 dead_letter send the body to the queue's DLQ with the reason attributes  True
 reschedule  re-send with the rest of the ETA delay                       True
+cancelled   nothing: the job was cancelled (job store)                   True
+duplicate   nothing: the job store saw this job succeed already          True
 =========== ============================================================ ===========
 
 ``done`` tells the runtime it may delete the message. One policy for a settle call that fails,
 on every runtime: it is logged (``job.settle_failed``) and the delivery is *not* done, so the
 message stays in its queue and comes back after its visibility timeout: nothing is lost, and
 nothing is settled twice (a message is deleted only after its DLQ copy or re-send succeeded).
+
+With a job store, :class:`~cloudq.jobs.tracker.JobTracker` claims a tracked job before it runs and
+records how it ended after the settle (see that module).
 
 A delivery without a receipt handle is a direct invocation (EventBridge calling Lambda, no
 queue): a retry and a dead letter are only reported, and an ETA re-send goes to the task's queue.
@@ -48,6 +53,7 @@ from cloudq.retry import Outcome
 
 if TYPE_CHECKING:
     from cloudq.brokers.base import Broker
+    from cloudq.jobs.tracker import JobControl, JobTracker
     from cloudq.middleware import MiddlewareChain
     from cloudq.retry import RetryPolicy
     from cloudq.naming import QueueNaming
@@ -79,19 +85,44 @@ class Settled:
     delay_s: int | None = None
 
 
-async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync) -> Any:
-    """Bind arguments (ArgumentsError is poison) and run the task, async on the loop, sync in a thread."""
+async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync, control: JobControl | None = None) -> Any:
+    """Bind arguments (ArgumentsError is poison) and run the task, async on the loop, sync in a thread.
+
+    A tracked async job runs in a task of its own, which a cancel request cancels (``control``)."""
     bound = task.bind(envelope.args, envelope.kwargs)
     if task.is_async:
         coro = task.fn(*bound.args, **bound.kwargs)
-        if task.timeout is None:
+        if task.timeout is not None:
+            coro = _timed(coro, task)
+        if control is None:
             return await coro
-        try:
-            return await asyncio.wait_for(coro, task.timeout)
-        except asyncio.TimeoutError:
-            raise JobTimeout(f"task {task.name!r} exceeded its timeout of {task.timeout:g}s") from None
+        return await _cancellable(coro, control)
     ctx = contextvars.copy_context()  # log context and current_job() follow the call into its thread
     return await run_sync(lambda: ctx.run(task.fn, *bound.args, **bound.kwargs))
+
+
+async def _timed(coro: Awaitable[Any], task: Task[Any, Any]) -> Any:
+    try:
+        return await asyncio.wait_for(coro, task.timeout)
+    except asyncio.TimeoutError:
+        raise JobTimeout(f"task {task.name!r} exceeded its timeout of {task.timeout:g}s") from None
+
+
+class JobCancelledSignal(TaskSignal):
+    """A tracked async job was cancelled by ``ref.cancel()`` while it ran."""
+
+
+async def _cancellable(coro: Awaitable[Any], control: JobControl) -> Any:
+    inner = asyncio.ensure_future(coro)
+    control.run_cancellable(inner)
+    try:
+        await asyncio.wait((inner,))
+    except asyncio.CancelledError:  # the runtime is stopping: the job stops with it
+        inner.cancel()
+        raise
+    if inner.cancelled():
+        raise JobCancelledSignal("cancelled while running")
+    return inner.result()
 
 
 def _ms_since(started: float) -> float:
@@ -111,7 +142,9 @@ class Consumer:
         max_retries: int,
         default_queue: str,
         middleware: MiddlewareChain,
+        tracker: JobTracker | None = None,
     ) -> None:
+        self.tracker = tracker
         self.registry = registry
         self.naming = naming
         self._broker = broker
@@ -138,15 +171,22 @@ class Consumer:
         Context (job_id, task, queue, attempt, message_id) is bound with structlog's contextvars in
         the caller's asyncio task: run each delivery in a task of its own.
         """
-        job, outcome = await self.execute(delivery, queue, run_sync=run_sync, on_start=on_start)
+        job, outcome, result = await self.execute(delivery, queue, run_sync=run_sync, on_start=on_start)
+        tracker = self.tracker
+        if tracker is not None and job.control is not None:
+            outcome = tracker.adjust(job, outcome)
         settled = await self.settle(delivery, queue, outcome)
+        if tracker is not None and job.control is not None:
+            await tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
         self.middleware.outcome(job, outcome)
         return settled
 
     async def execute(
         self, delivery: Delivery, queue: str, *, run_sync: RunSync = _to_thread, on_start: Callable[[Task[Any, Any]], None] | None = None
-    ) -> tuple[Job, Outcome]:
-        """Run the task and decide the outcome (nothing settled yet); writes the one outcome log line."""
+    ) -> tuple[Job, Outcome, Any]:
+        """Run the task and decide the outcome (nothing settled yet); writes the one outcome log line.
+
+        Returns the job, its outcome and the task's result (None unless it succeeded)."""
         attempt = delivery.receive_count
         bind_contextvars(message_id=delivery.message_id, attempt=attempt, queue=queue)
         # One logger per delivery: each call on the module's lazy proxy would assemble a new one.
@@ -155,33 +195,44 @@ class Consumer:
         started = time.perf_counter()
         job: Job | None = None
         task: Task[Any, Any] | None = None
+        tracker = self.tracker
         try:
             envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
             bind_contextvars(job_id=envelope.id, task=envelope.task)
-            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at, delivery.aws_trace_header)
+            tracked = tracker is not None and getattr(self.registry.get(envelope.task), "track", True)
+            control = tracker.control(envelope.id) if tracked and tracker is not None else None
+            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at, control, delivery.aws_trace_header)
             if envelope.eta is not None and (waiting := _eta_outcome(envelope, queue)) is not None:
+                if control is not None and await control.tracker.was_cancelled(job.id):
+                    return job, _skipped(log, Outcome("cancelled")), None
                 log.info("job.rescheduled", delay_s=waiting.delay_s)
-                return job, waiting
+                return job, waiting, None
             task = self.registry.lookup(envelope.task)
+            if control is not None and (skip := await control.tracker.claim(job, attempt=attempt)) is not None:
+                return job, _skipped(log, skip), None
             log.debug("job.started")
             if on_start is not None:
                 on_start(task)
             token = _current.set(job)
             try:
-                await self.middleware.run(job, lambda: call_task(task, envelope, run_sync))
+                result = await self.middleware.run(job, lambda: call_task(task, envelope, run_sync, control))
             finally:
                 _current.reset(token)
         except asyncio.CancelledError:
             raise
+        except JobCancelledSignal as exc:
+            log.warning("job.cancelled", duration_ms=_ms_since(started))
+            assert job is not None
+            return job, Outcome("cancelled", error=exc), None
         except (Exception, TaskSignal) as exc:  # noqa: BLE001 - a job's failure must never crash the runtime
             max_retries = task.max_retries if task is not None else self.max_retries
             outcome = self.policy.decide(exc, attempt=attempt, max_retries=max_retries, source_queue=queue)
             _log_failure(log, exc, outcome, _ms_since(started))
             if job is None:  # the body is not a valid envelope: on_outcome still hears of it, named by the message
                 job = Job(delivery.message_id, "", queue, attempt, delivery.message_id, enqueued_at=delivery.sent_at)
-            return job, outcome
+            return job, outcome, None
         log.info("job.succeeded", duration_ms=_ms_since(started))
-        return job, Outcome.ack()
+        return job, Outcome.ack(), result
 
     async def settle(self, delivery: Delivery, queue: str, outcome: Outcome) -> Settled:
         """Carry out ``outcome`` (see the module docstring); a failing call leaves the message in its queue."""
@@ -225,6 +276,12 @@ class Consumer:
             task = self.registry.get(Envelope.decode(delivery.body).task)
             physical = self.naming.queue_name(task.queue if task is not None else self.default_queue)
         await self.broker.asend(physical, [OutgoingMessage(delivery.body, delay_s=delay_s, attributes=delivery.attributes)])
+
+
+def _skipped(log: Any, outcome: Outcome) -> Outcome:
+    """A delivery the job store says not to run: acked, with one log line saying why."""
+    log.info("job.cancelled" if outcome.kind == "cancelled" else "job.duplicate_skipped")
+    return outcome
 
 
 def _eta_outcome(envelope: Envelope, queue: str) -> Outcome | None:

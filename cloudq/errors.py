@@ -8,6 +8,10 @@ The tree, so that callers can catch exactly what they mean::
       + TaskNotFound                a task name that is not in the registry (poison: never retried)
       + EnvelopeError               a body that is not JSON or not a valid envelope (poison: never retried)
         - ArgumentsError            args/kwargs that do not bind to the task's signature (poison)
+      + JobNotFound                 the job store has no job with that id
+      + JobFailed                   ``ref.result()`` of a job that failed: reason, error type, message
+      + JobCancelled                ``ref.result()`` of a job that was cancelled
+      + ResultUnavailable           the job succeeded but its result could not be stored (``result_error``)
       + BrokerError                 the broker refused or could not serve a call
         - QueueNotFound             the queue does not exist (platform teams own queues)
         - ResourceNotFound          another AWS resource does not exist (a schedule group, a rule)
@@ -31,9 +35,13 @@ __all__ = [
     "CloudQError",
     "ConfigurationError",
     "EnvelopeError",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
     "QueueNotFound",
     "Reject",
     "ResourceNotFound",
+    "ResultUnavailable",
     "Retry",
     "ScheduleError",
     "TaskNotFound",
@@ -63,6 +71,31 @@ class EnvelopeError(CloudQError):
 
 class ArgumentsError(EnvelopeError):
     """The envelope's args/kwargs do not bind to the task's signature."""
+
+
+class JobNotFound(CloudQError):
+    """The job store has no job with this id (never enqueued with tracking, expired, or a typo)."""
+
+
+class JobFailed(CloudQError):
+    """The job ended without success: dead-lettered (``reason`` is the DLQ reason) or failed."""
+
+    def __init__(self, job_id: str, status: str, reason: str | None, error_type: str | None, error_message: str | None) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.reason = reason
+        self.error_type = error_type
+        self.error_message = error_message
+        what = f"{error_type}: {error_message}" if error_type else (error_message or "no error recorded")
+        super().__init__(f"job {job_id} {status.replace('_', ' ')}" + (f" ({reason})" if reason else "") + f": {what}")
+
+
+class JobCancelled(CloudQError):
+    """The job was cancelled (``ref.cancel()``, ``cloudq cancel``) before it could finish."""
+
+
+class ResultUnavailable(CloudQError):
+    """The job succeeded, but its result could not be stored (not JSON, or over the store's item limit)."""
 
 
 class BrokerError(CloudQError):

@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloudq.jobs.tracker import JobControl
 
 __all__ = ["Job", "current_job"]
 
@@ -23,6 +27,8 @@ class Job:
     ``headers`` and ``enqueued_at``; ``aws_trace_header`` is SQS's X-Ray ``AWSTraceHeader``, if the message had one.
 
     ``task`` is ``""`` when the message body is not a valid envelope (``on_outcome`` still hears of it).
+    With a job store (``CLOUDQ_JOB_STORE``), :meth:`progress` is stored and :attr:`cancelled` tells a
+    sync task that ``ref.cancel()`` asked it to stop; without one, both do nothing.
     """
 
     id: str
@@ -32,7 +38,20 @@ class Job:
     message_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
     enqueued_at: datetime | None = None
+    control: JobControl | None = field(default=None, compare=False, repr=False)
     aws_trace_header: str | None = None
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Record how far the job is (0..1, and a short message): ``ref.status().progress`` shows it.
+
+        From a sync task the write happens at once; from an async task it goes in the background."""
+        if self.control is not None:
+            self.control.progress(fraction, message)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was asked to stop (``ref.cancel()``); checked every CLOUDQ_JOB_CANCEL_CHECK_S."""
+        return self.control is not None and self.control.cancelled
 
 
 _current: ContextVar[Job | None] = ContextVar("cloudq_current_job", default=None)

@@ -18,29 +18,21 @@ from typing import TYPE_CHECKING, Any
 from cloudq.brokers.base import SQS_MAX_DELAY_S, OutgoingMessage, is_fifo
 from cloudq.envelope import Envelope, utcnow
 from cloudq.errors import ConfigurationError
+from cloudq.jobs.ref import JobRef
 
 if TYPE_CHECKING:
     from cloudq.brokers.base import Broker
+    from cloudq.jobs.store import JobStore
     from cloudq.middleware import MiddlewareChain
     from cloudq.settings import Settings
     from cloudq.settings_env import EnvSettings
 
-__all__ = ["JobRef", "Producer", "SendOptions", "outgoing"]
+__all__ = ["JobRef", "Producer", "SendOptions", "Tracking", "outgoing"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 # The longest delay a job may be given: beyond 15 minutes it travels as an ETA and is re-sent every 15
 # minutes until due, so a year already means 35,000 re-sends; 1e12 s is past any date Python can hold.
 MAX_DELAY_S = 366 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class JobRef:
-    """What ``delay`` returns: enough to find the job in logs and in the queue."""
-
-    id: str
-    task: str
-    queue: str
-    message_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +43,8 @@ class SendOptions:
     queue: str | None = None
     group_id: str | None = None
     dedup_id: str | None = None
+    unique_key: str | None = None
+    """A unique job's key for this send (``with_options(unique_key=...)``), over the task's own rule."""
 
     @property
     def delay_s(self) -> float:
@@ -60,12 +54,35 @@ class SendOptions:
         return float(delay)
 
     def merge(self, **changes: Any) -> SendOptions:
-        unknown = set(changes) - {"delay", "queue", "group_id", "dedup_id"}
+        unknown = set(changes) - {"delay", "queue", "group_id", "dedup_id", "unique_key"}
         if unknown:
             raise ConfigurationError(f"unknown send option(s): {', '.join(sorted(unknown))}")
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+
+
+UniqueKey = Callable[[tuple[Any, ...], dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """A task's job-state options: ``track`` (write its state at all) and its ``unique`` key rule."""
+
+    track: bool = True
+    unique: UniqueKey | None = None
+
+    def key(self, task: str, call: Call, options: SendOptions) -> str | None:
+        """The full unique key of one job (scoped by task), or None if it is not a unique job."""
+        if options.unique_key is not None:
+            return f"{task}:{options.unique_key}"
+        if self.unique is None:
+            return None
+        key = self.unique(*call)
+        return None if key is None else f"{task}:{key}"
+
+
+TRACKED = Tracking()
 
 
 def outgoing(envelope: Envelope, queue: str, options: SendOptions) -> tuple[Envelope, OutgoingMessage]:
@@ -91,10 +108,17 @@ class Producer:
     broker (called on first send, so building an app opens nothing) and the middleware chain.
     """
 
-    def __init__(self, settings: Settings | EnvSettings, broker: Callable[[], Broker], middleware: MiddlewareChain) -> None:
+    def __init__(
+        self,
+        settings: Settings | EnvSettings,
+        broker: Callable[[], Broker],
+        middleware: MiddlewareChain,
+        jobs: Callable[[], JobStore | None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self._broker = broker
         self.middleware = middleware
+        self.jobs = jobs
 
     @contextmanager
     def sending_to(self, broker: Broker) -> Iterator[None]:
@@ -107,28 +131,73 @@ class Producer:
         finally:
             self._broker = previous
 
-    def _build(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
+    def _build(
+        self, task: str, queue: str, calls: Sequence[Call], options: SendOptions, tracking: Tracking, store: JobStore | None
+    ) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
         queue = options.queue or queue
         now = utcnow()
-        envelopes = self.middleware.enqueue_all([Envelope(task, args, kwargs, enqueued_at=now) for args, kwargs in calls])
+        envelopes = [Envelope(task, args, kwargs, enqueued_at=now) for args, kwargs in calls]
+        if store is not None and (tracking.unique is not None or options.unique_key is not None):
+            from cloudq.jobs.tracker import UNIQUE_HEADER
+
+            keys = [tracking.key(task, call, options) for call in calls]
+            envelopes = [e.with_headers(**{UNIQUE_HEADER: k}) if k else e for e, k in zip(envelopes, keys)]
+        envelopes = self.middleware.enqueue_all(envelopes)
         pairs = [outgoing(envelope, queue, options) for envelope in envelopes]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
-    def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str]) -> list[JobRef]:
+    def _store(self, tracking: Tracking) -> JobStore | None:
+        return self.jobs() if tracking.track else None
+
+    def _refs(self, task: str, queue: str, envelopes: list[Envelope], message_ids: list[str], held: dict[int, str]) -> list[JobRef]:
         # No log line per job here: this is a web request's hot path, and structlog's unconfigured
         # default would print it to the host application's stdout.
-        return [JobRef(e.id, task, queue, mid) for e, mid in zip(envelopes, message_ids)]
+        sent = iter(message_ids)
+        jobs = self.jobs
+        return [
+            JobRef(held[i], task, queue, "", jobs) if i in held else JobRef(e.id, task, queue, next(sent), jobs)
+            for i, e in enumerate(envelopes)
+        ]
 
-    def send(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> list[JobRef]:
-        queue, envelopes, messages = self._build(task, queue, calls, options)
+    def send(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions, tracking: Tracking = TRACKED) -> list[JobRef]:
+        store = self._store(tracking)
+        queue, envelopes, messages = self._build(task, queue, calls, options, tracking, store)
         if not messages:
             return []
-        ids = self._broker().send(self.settings.queue_name(queue), messages)
-        return self._refs(task, queue, envelopes, ids)
+        if store is None:
+            ids = self._broker().send(self.settings.queue_name(queue), messages)
+            return self._refs(task, queue, envelopes, ids, {})
+        from cloudq.jobs import enqueue
 
-    async def asend(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions) -> list[JobRef]:
-        queue, envelopes, messages = self._build(task, queue, calls, options)
+        held, written = enqueue.reserve(store, queue, envelopes)
+        try:
+            ids = self._broker().send(self.settings.queue_name(queue), _unheld(messages, held)) if len(held) < len(messages) else []
+        except BaseException:
+            enqueue.forget(store, written)
+            raise
+        return self._refs(task, queue, envelopes, ids, held)
+
+    async def asend(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions, tracking: Tracking = TRACKED) -> list[JobRef]:
+        store = self._store(tracking)
+        queue, envelopes, messages = self._build(task, queue, calls, options, tracking, store)
         if not messages:
             return []
-        ids = await self._broker().asend(self.settings.queue_name(queue), messages)
-        return self._refs(task, queue, envelopes, ids)
+        if store is None:
+            ids = await self._broker().asend(self.settings.queue_name(queue), messages)
+            return self._refs(task, queue, envelopes, ids, {})
+        import asyncio
+
+        from cloudq.jobs import enqueue
+
+        held, written = await asyncio.to_thread(enqueue.reserve, store, queue, envelopes)
+        try:
+            ids = await self._broker().asend(self.settings.queue_name(queue), _unheld(messages, held)) if len(held) < len(messages) else []
+        except BaseException:
+            await asyncio.to_thread(enqueue.forget, store, written)
+            raise
+        return self._refs(task, queue, envelopes, ids, held)
+
+
+def _unheld(messages: list[OutgoingMessage], held: dict[int, str]) -> list[OutgoingMessage]:
+    """The messages to send: all but those of unique jobs whose key another job holds."""
+    return [m for i, m in enumerate(messages) if i not in held] if held else messages

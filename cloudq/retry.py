@@ -25,10 +25,12 @@ _ERROR_CHARS = 1000
 class Outcome:
     """What to do with a delivery: ``ack`` (the job succeeded), ``retry`` after ``delay_s``,
     ``dead_letter`` (``reason`` holds the attributes that travel with it), or ``reschedule`` (an ETA
-    beyond SQS's 15-minute delay: re-send with the rest of the delay). ``error`` is what the task
-    raised, for middleware that reports errors (``on_outcome``)."""
+    beyond SQS's 15-minute delay: re-send with the rest of the delay). With a job store, also
+    ``cancelled`` (the job was cancelled: acked without running, or stopped while it ran) and
+    ``duplicate`` (the store saw this job succeed: acked without running again). ``error`` is what the
+    task raised, for middleware that reports errors (``on_outcome``)."""
 
-    kind: Literal["ack", "retry", "dead_letter", "reschedule"]
+    kind: Literal["ack", "retry", "dead_letter", "reschedule", "cancelled", "duplicate"]
     delay_s: int = 0
     reason: dict[str, str] = field(default_factory=dict)
     error: BaseException | None = field(default=None, compare=False)

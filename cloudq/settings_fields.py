@@ -157,6 +157,16 @@ class SettingsFields:
     log_format: Literal["auto", "json", "console"] = _setting("auto", "json, console, or auto (JSON unless a terminal)")
     log_level: LogLevel = _setting("INFO", "the lowest level logged", fold_case=True)
     heartbeat_path: str | None = _setting(None, "file the worker touches while healthy")
+    job_store: Literal["none", "local", "dynamodb", "memory"] | None = _setting(
+        None, "where job state lives: none, local (the local broker's SQLite file), dynamodb, memory; unset: local with the local broker, else none"
+    )
+    job_table: str | None = _setting(None, "DynamoDB table of job state; unset: <queue_prefix>cloudq-jobs")
+    job_ttl_s: int = _setting(604_800, "how long a job's state is kept after its last change (7 days)", ge=60)
+    job_store_endpoint_url: str | None = _setting(None, "DynamoDB endpoint when it is not SQS's (unset: endpoint_url)")
+    job_track: Literal["running", "final"] = _setting(
+        "running", "running: record running state (3 writes per job); final: only queued and final (2 writes, 1 read)"
+    )
+    job_cancel_check_s: float = _setting(5.0, "how often running jobs are checked for a cancel request", gt=0)
     scheduler_role_arn: str | None = _setting(
         None, "IAM role EventBridge Scheduler sends to SQS as (`cloudq schedules sync --engine scheduler`)"
     )

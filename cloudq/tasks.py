@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from cloudq.errors import ArgumentsError, ConfigurationError, TaskNotFound
-from cloudq.producer import JobRef, SendOptions
+from cloudq.producer import JobRef, SendOptions, Tracking
 
 if TYPE_CHECKING:
     from cloudq.producer import Producer
@@ -41,6 +41,7 @@ class Task(Generic[P, R]):
         max_retries: int | None,
         timeout: float | None,
         options: SendOptions | None = None,
+        tracking: Tracking | None = None,
     ) -> None:
         if max_retries is not None and max_retries < 0:
             raise ConfigurationError(f"task {name!r}: max_retries must be >= 0")
@@ -53,6 +54,7 @@ class Task(Generic[P, R]):
         self._max_retries = max_retries
         self.timeout = timeout
         self.options = options or SendOptions()
+        self.tracking = tracking or Tracking()
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self.__doc__ = fn.__doc__
@@ -61,6 +63,11 @@ class Task(Generic[P, R]):
     @property
     def queue(self) -> str:
         return self.options.queue or self._queue or self.producer.settings.default_queue
+
+    @property
+    def track(self) -> bool:
+        """False for ``@app.task(track=False)``: its jobs never touch the job store."""
+        return self.tracking.track
 
     @property
     def max_retries(self) -> int:
@@ -86,31 +93,32 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         group_id: str | None = None,
         dedup_id: str | None = None,
+        unique_key: str | None = None,
     ) -> Task[P, R]:
         """A view of this task that sends with other options (None keeps the current one); the options
         are spelled out so that a type checker catches a misspelt one, and the view keeps ``P, R``."""
         view: Task[P, R] = Task.__new__(Task)
         view.__dict__.update(self.__dict__)
-        view.options = self.options.merge(delay=delay, queue=queue, group_id=group_id, dedup_id=dedup_id)
+        view.options = self.options.merge(delay=delay, queue=queue, group_id=group_id, dedup_id=dedup_id, unique_key=unique_key)
         return view
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Enqueue one job (boto3 on SQS); arguments are checked against the signature first."""
         self.bind(args, kwargs)
-        return self.producer.send(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options)[0]
+        return self.producer.send(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options, self.tracking)[0]
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Enqueue one job without blocking the event loop (aioboto3 on SQS)."""
         self.bind(args, kwargs)
-        return (await self.producer.asend(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options))[0]
+        return (await self.producer.asend(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options, self.tracking))[0]
 
     def map(self, items: Iterable[Any]) -> list[JobRef]:
         """Enqueue one job per item, 10 per SendMessageBatch. An item is a tuple of args,
         a dict of kwargs, an ``(args, kwargs)`` pair, or a single argument."""
-        return self.producer.send(self.name, self.queue, self._calls(items), self.options)
+        return self.producer.send(self.name, self.queue, self._calls(items), self.options, self.tracking)
 
     async def amap(self, items: Iterable[Any]) -> list[JobRef]:
-        return await self.producer.asend(self.name, self.queue, self._calls(items), self.options)
+        return await self.producer.asend(self.name, self.queue, self._calls(items), self.options, self.tracking)
 
     def _calls(self, items: Iterable[Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         calls = [_as_call(item) for item in items]

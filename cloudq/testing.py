@@ -58,17 +58,26 @@ _SKIP_S = SQS_MAX_VISIBILITY_S + 1
 class DrainStats:
     """What a drain ran. ``errors`` holds what the failed runs raised, in order, so that a test can
     show why (``assert not stats.errors, stats.errors``); ``rescheduled`` counts re-sends of jobs
-    whose ETA is still ahead."""
+    whose ETA is still ahead; with a job store, ``cancelled`` and ``skipped`` (deliveries of jobs that had
+    already succeeded) count jobs acked without running."""
 
     succeeded: int = 0
     retried: int = 0
     dead_lettered: int = 0
     rescheduled: int = 0
     errors: list[BaseException] = field(default_factory=list)
+    cancelled: int = 0
+    skipped: int = 0
 
     @property
     def processed(self) -> int:
-        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled
+        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled + self.cancelled + self.skipped
+
+
+_COUNTERS = {
+    "ack": "succeeded", "retry": "retried", "dead_letter": "dead_lettered", "reschedule": "rescheduled",
+    "cancelled": "cancelled", "duplicate": "skipped",
+}  # fmt: skip
 
 
 class DrainTimeout(TimeoutError):
@@ -170,9 +179,9 @@ class _Drain:
 
     def _account(self, physical: str, delivery: Delivery, settled: Settled) -> None:
         outcome = settled.outcome
-        counter = {"ack": "succeeded", "retry": "retried", "dead_letter": "dead_lettered"}.get(outcome.kind, "rescheduled")
+        counter = _COUNTERS[outcome.kind]
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        if outcome.error is not None:
+        if outcome.error is not None and outcome.kind != "cancelled":
             self.stats.errors.append(outcome.error)
         if outcome.kind != "reschedule":
             self.progressed = True

@@ -7,6 +7,8 @@
 #   CLOUDQ_TEST_ENDPOINT   use this LocalStack instead of starting one (e.g. http://127.0.0.1:4566)
 #   LOCALSTACK_TEST_PORT   port for the LocalStack started here (default 4567, so a developer's 4566 is
 #                          left alone)
+#   CLOUDQ_TEST_DYNAMODB   use this DynamoDB endpoint (moto_server, DynamoDB Local) instead of starting
+#                          moto_server on MOTO_TEST_PORT (default 5567)
 #   PYTEST_ARGS            extra pytest arguments, shell-quoted: PYTEST_ARGS='-k "fifo and not slow" -x'
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,4 +27,5 @@ fi
 
 # ${extra[@]+...}: bash 3.2 (macOS) treats an empty array as unset under set -u.
 exec bash scripts/with_localstack.sh CLOUDQ_TEST_ENDPOINT "${LOCALSTACK_TEST_PORT:-4567}" \
+    bash scripts/with_moto.sh CLOUDQ_TEST_DYNAMODB "${MOTO_TEST_PORT:-5567}" \
     "$PY" -m pytest -q "$@" ${extra[@]+"${extra[@]}"}

@@ -55,6 +55,31 @@ def localstack_endpoint() -> str:
     pytest.skip(_SKIP_REASON)
 
 
+_MOTO_SKIP_REASON = "moto_server (DynamoDB) not running; run make test or set CLOUDQ_TEST_DYNAMODB"
+
+
+def _moto_healthy(endpoint: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{endpoint}/moto-api/", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> str:
+    """Base URL of moto's standalone server for DynamoDB, from CLOUDQ_TEST_DYNAMODB (`make test` starts one).
+
+    Skips without one, except on CI, where it fails (as LocalStack's fixture does)."""
+    endpoint = os.environ.get("CLOUDQ_TEST_DYNAMODB", "").strip().rstrip("/")
+    if endpoint and _moto_healthy(endpoint):
+        return endpoint
+    if _in_ci():
+        pytest.fail(f"{_MOTO_SKIP_REASON} (CLOUDQ_TEST_DYNAMODB={endpoint or '<unset>'})", pytrace=False)
+    pytest.skip(_MOTO_SKIP_REASON)
+
+
 @pytest.fixture
 def unique_name() -> Callable[..., str]:
     """Factory for fresh resource names (`t-1a2b3c4d5e`), so that no two tests share a queue.

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cloudq.cli.infra import add_infra, add_queues
+from cloudq.cli.job_state import add_cancel, add_job, add_jobs
 from cloudq.cli.jobs import add_demo, add_enqueue, add_schema
 from cloudq.cli.ops import register as add_ops
 from cloudq.cli.runtimes import add_health, add_lambda_local, add_worker
@@ -27,6 +28,7 @@ _ADD_COMMANDS = (
     add_worker, add_enqueue, add_queues, add_lambda_local, add_health, add_schema, add_demo,
     add_schedules, add_ops,  # status, dlq, purge
     add_infra,
+    add_job, add_jobs, add_cancel,  # job state
 )  # fmt: skip
 
 

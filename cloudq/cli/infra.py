@@ -8,7 +8,8 @@ what the template holds. Queue names come from the current settings, so render w
 environment's ``CLOUDQ_QUEUE_PREFIX``.
 
 ``cloudq queues ensure APP`` creates the same queues directly instead (each registry queue and its
-dead-letter queue with a RedrivePolicy), for development and for teams without infrastructure code.
+dead-letter queue with a RedrivePolicy), and the job store's DynamoDB table when ``CLOUDQ_JOB_STORE`` is
+``dynamodb`` (on-demand, TTL on ``ttl``), for development and for teams without infrastructure code.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def cmd_queues_ensure(ns: argparse.Namespace) -> int:
     for plan in plan_queues(app):
         admin_of(app.broker).ensure_queue(plan.physical, plan.config)
         print(f"{plan.queue}: {plan.physical} (dead letters: {plan.dead_letter_queue}, maxReceiveCount {plan.config.max_receive_count})")
+    store = app.job_store
+    if store is not None:
+        store.ensure()
+        where = f"DynamoDB table {getattr(store, 'table', '')}" if store.kind == "dynamodb" else f"{store.kind}"
+        print(f"job store: {where}")
     app.close()
     return 0
 
@@ -58,7 +64,7 @@ def add_queues(commands: Any) -> None:
     """Add ``queues ensure`` to the ``cloudq`` parser's subcommands."""
     queues = commands.add_parser("queues", help="queue administration")
     queue_commands = queues.add_subparsers(dest="queues_command", required=True, metavar="SUBCOMMAND")
-    ensure = queue_commands.add_parser("ensure", help="create every registry queue and its DLQ with a RedrivePolicy")
+    ensure = queue_commands.add_parser("ensure", help="create every registry queue and its DLQ with a RedrivePolicy, and the job store's table")
     ensure.add_argument("app", nargs="?", help=APP_HELP)
     ensure.set_defaults(func=cmd_queues_ensure)
 

@@ -30,6 +30,8 @@ What the template holds, and the rules behind it:
   ``sqs:GetQueueUrl`` on the queues. Worker: receive, delete, change visibility, GetQueueUrl and
   GetQueueAttributes on the queues; ``sqs:SendMessage`` on the DLQs (dead-lettering with the reason) and on
   the queues too, because a job whose ETA is beyond SQS's 15-minute delay is re-sent to its own queue.
+* With ``CLOUDQ_JOB_STORE=dynamodb``: the job state table and its grants in both policies
+  (:mod:`cloudq.infra.job_table`).
 * Optionally, the ECS worker service with autoscaling (:mod:`cloudq.infra.ecs`), behind a Condition.
 
 ``--format serverless`` renders the same queues, alarms, rules and policies as the ``resources:`` section of a
@@ -48,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cloudq.brokers.base import QueueConfig, is_fifo
 from cloudq.errors import ConfigurationError
 from cloudq.infra.ecs import ecs_section
+from cloudq.infra.job_table import JobTableSection, job_table_section
 from cloudq.queues import QueuePlan, plan_queues
 from cloudq.schedules.eventbridge import FIFO_GROUP, TARGET_ID, check_rules_engine
 from cloudq.schedules.plan import Owner, owner_tags, resource_name
@@ -227,20 +230,21 @@ def _managed_policy(description: str, statements: list[dict[str, Any]]) -> dict[
     return {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"Description": description, "PolicyDocument": document}}
 
 
-def _iam_policies(resources: _Resources, app: App, qids: list[str]) -> None:
+def _iam_policies(resources: _Resources, app: App, qids: list[str], jobs: JobTableSection) -> None:
     queues = [get_att(f"{q}Queue", "Arn") for q in qids]
     dlqs = [get_att(f"{q}DeadLetterQueue", "Arn") for q in qids]
-    resources.add("ProducerPolicy", _managed_policy(
-        f"cloudq producer of app {app.name}: enqueue jobs on its queues",
-        [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues)],
-    ))  # fmt: skip
+    producer = [_statement("EnqueueJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], queues)]
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]
+    worker = [
+        _statement("ConsumeJobs", [*consume, "sqs:SendMessage"], queues),
+        _statement("DeadLetterJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], dlqs),
+    ]
+    if jobs.resources:
+        producer.append(_statement("JobState", jobs.producer_actions, [jobs.table_arn]))
+        worker.append(_statement("JobState", jobs.worker_actions, [jobs.table_arn]))
+    resources.add("ProducerPolicy", _managed_policy(f"cloudq producer of app {app.name}: enqueue jobs on its queues", producer))
     resources.add("WorkerPolicy", _managed_policy(
-        f"cloudq worker of app {app.name}: consume its queues, re-send far ETAs, dead-letter with the reason",
-        [
-            _statement("ConsumeJobs", [*consume, "sqs:SendMessage"], queues),
-            _statement("DeadLetterJobs", ["sqs:GetQueueUrl", "sqs:SendMessage"], dlqs),
-        ],
+        f"cloudq worker of app {app.name}: consume its queues, re-send far ETAs, dead-letter with the reason", worker
     ))  # fmt: skip
 
 
@@ -324,9 +328,12 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
         _alarms(resources, plan, qids[plan.queue], knobs)
         if getattr(app.settings, "metrics", "none") == "emf":
             _emf_alarms(resources, app, plan, qids[plan.queue], knobs)
-    _iam_policies(resources, app, [qids[plan.queue] for plan in plans])
+    jobs = job_table_section(app)
+    for logical_id, resource in jobs.resources.items():
+        resources.add(logical_id, resource)
+    _iam_policies(resources, app, [qids[plan.queue] for plan in plans], jobs)
     _schedules(resources, app, specs, qids)
-    return resources, _outputs(plans, qids), plans, qids
+    return resources, {**_outputs(plans, qids), **jobs.outputs}, plans, qids
 
 
 def _parameters(backlog_age_threshold_s: int, emf: bool) -> dict[str, Any]:

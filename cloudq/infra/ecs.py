@@ -131,9 +131,13 @@ def _role(purpose: str, managed_policies: list[Any]) -> dict[str, Any]:
 
 
 def worker_environment(app: App, app_spec: str) -> dict[str, Any]:
-    """The settings the deployed worker needs to agree with the rendered queues."""
+    """The settings the deployed worker needs to agree with the rendered queues (and job table)."""
+    from cloudq.jobs import store_kind
+
     settings = app.settings
+    jobs = {"CLOUDQ_JOB_STORE": "dynamodb", "CLOUDQ_JOB_TABLE": _ref("JobTable")} if store_kind(settings) == "dynamodb" else {"CLOUDQ_JOB_STORE": "none"}
     return {
+        **jobs,
         "CLOUDQ_APP": app_spec,
         "CLOUDQ_BROKER": "sqs",
         "CLOUDQ_DEFAULT_QUEUE": settings.default_queue,

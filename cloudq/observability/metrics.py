@@ -98,10 +98,16 @@ class Sink(Protocol):
 
 def outcome_counters(outcome: Outcome) -> list[str]:
     """The counters a fate bumps: its kind's, plus ``jobs_failed`` exactly when ``job.failed`` is logged
-    (the task raised an error, not a signal such as Reject or Retry, and it was not poison)."""
+    (the task raised an error, not a signal such as Reject or Retry, and it was not poison; a job
+    cancelled while it ran is ``jobs_cancelled`` only)."""
     names = [_KIND_COUNTERS.get(outcome.kind, f"jobs_{outcome.kind}")]
     error = outcome.error
-    if error is not None and not isinstance(error, TaskSignal) and outcome.reason.get("cloudq-reason") in (None, "max_retries_exceeded"):
+    if (
+        outcome.kind in ("retry", "dead_letter")
+        and error is not None
+        and not isinstance(error, TaskSignal)
+        and outcome.reason.get("cloudq-reason") in (None, "max_retries_exceeded")
+    ):
         names.append("jobs_failed")
     return names
 

@@ -71,10 +71,13 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     rescheduled: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+    """Deliveries of jobs the job store saw succeed already (acked without running)."""
 
     @property
     def processed(self) -> int:
-        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled
+        return self.succeeded + self.retried + self.dead_lettered + self.rescheduled + self.cancelled + self.skipped
 
 
 @dataclass(eq=False, slots=True)
@@ -160,6 +163,7 @@ class Worker:
         if not await self._resolve_queues():
             logger.info("worker.stopped", received=0, succeeded=0, retried=0, dead_lettered=0)
             return self.stats
+        await self._check_job_store()
         self._touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
         pollers = {
@@ -236,6 +240,17 @@ class Worker:
                 failures += 1
                 await self._wait_out(exc, failures, phase="start")
         return False
+
+    async def _check_job_store(self) -> None:
+        """A job table that does not exist is one clear error at start (ConfigurationError: exit 2), not a
+        warning per job; a store that cannot be reached now is left to each call's retries."""
+        tracker = self.consumer.tracker
+        if tracker is None:
+            return
+        try:
+            await asyncio.to_thread(tracker.store.check)
+        except BrokerError as exc:
+            logger.warning("worker.job_store_unavailable", error=str(exc))
 
     async def _wait_out(self, exc: BrokerUnavailable, failures: int, **where: str) -> None:
         """An unreachable broker: log it, then pause (growing with ``failures``) unless asked to stop."""
@@ -363,8 +378,12 @@ class Worker:
                 self._retries.add(job.physical, job.delivery, settled.delay_s)
         elif kind == "dead_letter":
             self.stats.dead_lettered += 1
-        else:
+        elif kind == "reschedule":
             self.stats.rescheduled += 1
+        elif kind == "cancelled":
+            self.stats.cancelled += 1
+        else:
+            self.stats.skipped += 1
         if settled.done:
             self._acks.add(job.physical, job.delivery)
 

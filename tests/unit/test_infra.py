@@ -25,15 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "infra" / "cloudformation.json"
 SHOP_SPEC = "cloudq.examples.shop:app"
 SHOP_PREFIX = "shop-"
-REGENERATE = f"CLOUDQ_QUEUE_PREFIX={SHOP_PREFIX} cloudq infra render {SHOP_SPEC} -o infra/cloudformation.json"
+REGENERATE = f"CLOUDQ_QUEUE_PREFIX={SHOP_PREFIX} CLOUDQ_JOB_STORE=dynamodb cloudq infra render {SHOP_SPEC} -o infra/cloudformation.json"
 
 
 @pytest.fixture
 def shop_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[cloudq.App]:
-    """The example app with the settings infra/README.md renders it with: only CLOUDQ_QUEUE_PREFIX set."""
+    """The example app with the settings infra/README.md renders it with: CLOUDQ_QUEUE_PREFIX and CLOUDQ_JOB_STORE."""
     for name in [n for n in os.environ if n.startswith("CLOUDQ_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("CLOUDQ_QUEUE_PREFIX", SHOP_PREFIX)
+    monkeypatch.setenv("CLOUDQ_JOB_STORE", "dynamodb")
     monkeypatch.setattr(shop.app, "settings", cloudq.Settings())
     yield shop.app
 
@@ -166,8 +167,8 @@ def test_queues_follow_the_plan(app: cloudq.App) -> None:
 
 
 def test_stateful_resources_are_retained(app: cloudq.App, shop_app: cloudq.App) -> None:
-    """Queues, DLQs and the worker's log group survive a stack deletion or a replacing update; nothing else is kept."""
-    stateful = {"AWS::SQS::Queue", "AWS::Logs::LogGroup"}
+    """Queues, DLQs, the job table and the worker's log group survive a stack deletion or a replacing update; nothing else is kept."""
+    stateful = {"AWS::SQS::Queue", "AWS::Logs::LogGroup", "AWS::DynamoDB::Table"}
     for template in (render_template(app, "x:app"), render_template(shop_app, SHOP_SPEC), render_serverless(app)["resources"]):
         for logical_id, resource in template["Resources"].items():
             policies = (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy"))
@@ -340,3 +341,24 @@ def test_serverless_fragment_lints_clean_as_a_template(app: cloudq.App) -> None:
     """Wrapped into a bare template, the serverless resources pass cfn-lint."""
     fragment = render_serverless(app)["resources"]
     assert cfn_lint(to_json({"AWSTemplateFormatVersion": "2010-09-09", **fragment})) == []
+
+
+def test_the_job_table_and_its_grants_come_with_a_dynamodb_job_store(app: cloudq.App, shop_app: cloudq.App) -> None:
+    """CLOUDQ_JOB_STORE=dynamodb: an on-demand table with TTL, least-privilege grants, and the ECS worker told about it."""
+    assert "JobTable" not in render_template(app, "x:app")["Resources"]  # the test app keeps no state in DynamoDB
+    template = render_template(shop_app, SHOP_SPEC)
+    table = template["Resources"]["JobTable"]["Properties"]
+    assert (table["TableName"], table["BillingMode"]) == ("shop-cloudq-jobs", "PAY_PER_REQUEST")
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}] and "GlobalSecondaryIndexes" not in table
+    grants = {}
+    for policy in ("ProducerPolicy", "WorkerPolicy"):
+        (statement,) = [s for s in template["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"] if s["Sid"] == "JobState"]
+        assert statement["Resource"] == [{"Fn::GetAtt": ["JobTable", "Arn"]}]
+        grants[policy] = set(statement["Action"])
+    assert grants["ProducerPolicy"] == {"dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert grants["WorkerPolicy"] == grants["ProducerPolicy"] | {"dynamodb:BatchGetItem", "dynamodb:DescribeTable"}
+    assert not any("Scan" in a or a.endswith("*") for actions in grants.values() for a in actions)
+    (container,) = template["Resources"]["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    environment = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert environment["CLOUDQ_JOB_STORE"] == "dynamodb" and environment["CLOUDQ_JOB_TABLE"] == {"Ref": "JobTable"}

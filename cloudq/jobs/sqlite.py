@@ -1,0 +1,232 @@
+"""Job state in SQLite: ``local`` (a ``jobs`` table in the local broker's file, shared by every process
+that uses it) and ``memory`` (the same code on a private in-memory database, for tests).
+
+One connection per store and process, used under a lock: SQLite serializes writers anyway, and each call
+is one short transaction (``BEGIN IMMEDIATE`` where it reads before it writes, so two processes claiming
+or reserving the same job or key cannot interleave). Other processes wait on the busy timeout; a lock
+held too long, or a file that cannot be opened, is a BrokerUnavailable / BrokerError (the broker's own
+translation), which the consumer retries and then drops with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cloudq.brokers.local_sql import translated
+from cloudq.jobs.state import ACTIVE, CANCELLABLE, FINAL, SKIP_ON_DELIVERY, Finish, JobState, NewJob, state_from_record
+from cloudq.jobs.store import Claim
+
+__all__ = ["SqliteJobStore"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    task TEXT,
+    queue TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error_type TEXT,
+    error_message TEXT,
+    error_reason TEXT,
+    result_error TEXT,
+    progress REAL,
+    progress_message TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    unique_key TEXT,
+    enqueued_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_enqueued ON jobs (enqueued_at);
+CREATE TABLE IF NOT EXISTS job_keys (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+_COLUMNS = (
+    "id", "status", "task", "queue", "attempts", "result", "error_type", "error_message", "error_reason",
+    "result_error", "progress", "progress_message", "cancel_requested", "enqueued_at", "started_at",
+    "finished_at", "updated_at",
+)  # fmt: skip
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+_INSERT_QUEUED = (
+    "INSERT OR IGNORE INTO jobs (id, status, task, queue, unique_key, enqueued_at, updated_at, expires_at)"
+    " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)"
+)
+_CLAIM = """
+INSERT INTO jobs (id, status, task, queue, attempts, enqueued_at, started_at, updated_at, expires_at)
+VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = excluded.attempts, started_at = excluded.started_at,
+    updated_at = excluded.updated_at, expires_at = excluded.expires_at, task = excluded.task, queue = excluded.queue,
+    finished_at = NULL, progress = NULL, progress_message = NULL
+"""
+_FINISH = """
+INSERT INTO jobs (id, status, task, queue, attempts, result, error_type, error_message, error_reason, result_error,
+                  enqueued_at, finished_at, updated_at, expires_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, result = excluded.result,
+    error_type = excluded.error_type, error_message = excluded.error_message, error_reason = excluded.error_reason,
+    result_error = excluded.result_error, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at, cancel_requested = 0
+"""
+_IN = ", ".join(f"'{s}'" for s in sorted(CANCELLABLE))
+_BUSY_TIMEOUT_MS = 10_000
+_MAX_RESULT_BYTES = 1_048_576
+
+
+class SqliteJobStore:
+    """Job state in the SQLite file at ``path`` (``":memory:"``: private to this store)."""
+
+    max_result_bytes: ClassVar[int] = _MAX_RESULT_BYTES
+
+    def __init__(self, path: str, *, ttl_s: float, kind: str = "local", clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.kind = kind
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = -1
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    # -- the protocol -----------------------------------------------------------------------
+    def check(self) -> None:
+        with self._tx():
+            pass
+
+    def ensure(self) -> None:
+        self.check()
+
+    def put_queued(self, jobs: Sequence[NewJob]) -> None:
+        with self._tx() as (db, now):
+            db.executemany(_INSERT_QUEUED, [(j.id, j.task, j.queue, j.unique_key, j.enqueued_at, now, now + self.ttl_s) for j in jobs])
+
+    def reserve_unique(self, key: str, job: NewJob) -> str | None:
+        with self._tx() as (db, now):
+            held = db.execute(
+                "SELECT k.job_id FROM job_keys k JOIN jobs j ON j.id = k.job_id"
+                f" WHERE k.key = ? AND k.expires_at > ? AND j.expires_at > ? AND j.status IN ({', '.join(repr(s) for s in sorted(ACTIVE))})",
+                (key, now, now),
+            ).fetchone()
+            if held is not None:
+                return str(held[0])
+            db.execute("INSERT OR REPLACE INTO job_keys (key, job_id, expires_at) VALUES (?, ?, ?)", (key, job.id, now + self.ttl_s))
+            db.execute(_INSERT_QUEUED, (job.id, job.task, job.queue, key, job.enqueued_at, now, now + self.ttl_s))
+        return None
+
+    def forget(self, jobs: Sequence[NewJob]) -> None:
+        with self._tx() as (db, _):
+            db.executemany("DELETE FROM jobs WHERE id = ? AND status = 'queued'", [(j.id,) for j in jobs])
+            db.executemany("DELETE FROM job_keys WHERE key = ? AND job_id = ?", [(j.unique_key, j.id) for j in jobs if j.unique_key])
+
+    def claim(self, job_id: str, *, task: str, queue: str, attempt: int, enqueued_at: float | None, record: bool) -> Claim:
+        with self._tx() as (db, now):
+            row = db.execute("SELECT status, cancel_requested FROM jobs WHERE id = ? AND expires_at > ?", (job_id, now)).fetchone()
+            previous, cancel = (row[0], bool(row[1])) if row is not None else (None, False)
+            if record and previous not in SKIP_ON_DELIVERY:
+                db.execute(_CLAIM, (job_id, task, queue, attempt, enqueued_at, now, now + self.ttl_s))
+        return Claim(previous, cancel)
+
+    def finish(self, job_id: str, end: Finish) -> None:
+        error = end.error
+        with self._tx() as (db, now):
+            db.execute(_FINISH, (
+                job_id, end.status, end.task, end.queue, end.attempts, end.result_json,
+                error.type if error else None, error.message if error else None, error.reason if error else None,
+                end.result_error, end.enqueued_at, now if end.status in FINAL else None, now, now + self.ttl_s,
+            ))  # fmt: skip
+            if end.unique_key and end.status in FINAL:
+                db.execute("DELETE FROM job_keys WHERE key = ? AND job_id = ?", (end.unique_key, job_id))
+
+    def set_progress(self, job_id: str, fraction: float, message: str | None) -> None:
+        with self._tx() as (db, now):
+            db.execute(
+                "UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ?, expires_at = ? WHERE id = ? AND status = 'running'",
+                (fraction, message, now, now + self.ttl_s, job_id),
+            )
+
+    def request_cancel(self, job_id: str) -> bool | None:
+        with self._tx() as (db, now):
+            row = db.execute("SELECT status FROM jobs WHERE id = ? AND expires_at > ?", (job_id, now)).fetchone()
+            if row is None:
+                return None
+            if row[0] in CANCELLABLE:
+                db.execute(f"UPDATE jobs SET status = 'cancelled', finished_at = ?1, updated_at = ?1 WHERE id = ?2 AND status IN ({_IN})", (now, job_id))
+                db.execute("DELETE FROM job_keys WHERE job_id = ?", (job_id,))
+                return True
+            if row[0] == "running":
+                db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
+                return True
+            return False
+
+    def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        marks = ", ".join("?" * len(job_ids))
+        rows = self._read(f"SELECT id FROM jobs WHERE cancel_requested = 1 AND id IN ({marks})", list(job_ids))
+        return {row[0] for row in rows}
+
+    def get(self, job_id: str) -> JobState | None:
+        rows = self._read(f"{_SELECT} WHERE id = ? AND expires_at > ?", [job_id, self.clock()])
+        return _state(rows[0]) if rows else None
+
+    def list(self, *, status: str | None = None, task: str | None = None, limit: int = 50) -> list[JobState]:
+        where, params = ["expires_at > ?"], [self.clock()]
+        for column, value in (("status", status), ("task", task)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        rows = self._read(f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY enqueued_at DESC, id LIMIT ?", [*params, limit])
+        return [_state(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None and self.path != ":memory:":
+                self._db.close()
+                self._db = None
+
+    # -- connection and transactions --------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=32)
+            db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            if self.path != ":memory:":
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(SCHEMA)
+            self._db, self._pid = db, os.getpid()
+        return self._db
+
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[sqlite3.Connection, float]]:
+        with self._lock, translated():
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db, self.clock()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.rollback()
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock, translated():
+            return self._connection().execute(sql, params).fetchall()
+
+
+def _state(row: tuple[Any, ...]) -> JobState:
+    return state_from_record(dict(zip(_COLUMNS, row)))
