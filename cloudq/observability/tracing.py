@@ -119,7 +119,7 @@ class TracingMiddleware(Middleware):
 
     # -- consumer -------------------------------------------------------------------------------
     def _start(self, job: Job) -> Any:
-        attributes = {
+        attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM, "messaging.operation.type": "process", "messaging.operation.name": "process",
             "messaging.destination.name": job.queue, "messaging.message.id": job.message_id,
             "cloudq.job_id": job.id, "cloudq.task": job.task, "cloudq.attempt": job.attempt,
