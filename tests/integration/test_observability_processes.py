@@ -146,3 +146,27 @@ def test_the_emf_alarms_deploy_with_the_stack(make_settings: Any, unique_name: A
     failures = emf[app.settings.queue_name("work") + "-failures"]
     assert failures["MetricName"] == "jobs_failed" and failures["Statistic"] == "Sum"
     assert {d["Name"]: d["Value"] for d in failures["Dimensions"]} == {"app": "emf-it", "queue": "work"}
+
+
+def test_status_watch_reads_the_oldest_age_of_an_sqs_queue_from_cloudwatch(make_settings: Any, localstack_endpoint: str) -> None:
+    """The AWS/SQS ApproximateAgeOfOldestMessage datapoint of a queue (put here by hand: LocalStack's own SQS
+    metrics are off) is what `status --watch` shows for it; a queue without one gets none."""
+    import boto3
+
+    from cloudq.cli.watch import CloudWatchAges
+
+    settings = make_settings()
+    name = settings.queue_name("aged")
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=localstack_endpoint, region_name="us-east-1")
+    try:
+        cloudwatch.put_metric_data(
+            Namespace="AWS/SQS",
+            MetricData=[{"MetricName": "ApproximateAgeOfOldestMessage", "Dimensions": [{"Name": "QueueName", "Value": name}], "Value": 421.0, "Unit": "Seconds"}],
+        )
+    finally:
+        cloudwatch.close()
+    ages = CloudWatchAges(settings)
+    try:
+        assert ages([name, settings.queue_name("fresh")]) == {name: 421.0}
+    finally:
+        ages.close()

@@ -70,3 +70,23 @@ def test_rates_are_per_second_since_the_previous_refresh() -> None:
 def test_watch_interval_must_be_positive(tmp_path: Path) -> None:
     result = run_cli("status", APP, "--watch", "--interval", "0", cwd=tmp_path)
     assert result.returncode == 2 and "must be a positive number of seconds" in result.stderr
+
+
+def test_an_age_from_cloudwatch_fills_in_what_the_broker_does_not_report() -> None:
+    counts = {"p-a": QueueStats("p-a", True, 1), "p-a-dlq": QueueStats("p-a-dlq", True)}
+    [row] = sample([plan("a")], counts.__getitem__, {}, 0.0, {"p-a": 300.0})
+    assert row.oldest_age_s == 300.0 and row.cells()[4] == "5m"
+
+
+def test_cloudwatch_ages_that_fail_are_one_line_then_dashes(capsys: pytest.CaptureFixture[str]) -> None:
+    """No CloudWatch (here: nothing listens on the endpoint): one line on stderr, no ages, no second try."""
+    import cloudq
+    from cloudq.cli.watch import CloudWatchAges
+
+    ages = CloudWatchAges(cloudq.Settings(broker="sqs", endpoint_url="http://127.0.0.1:9", region="us-east-1"), every_s=0)
+    try:
+        assert ages(["q"]) == {} and ages(["q"]) == {}
+    finally:
+        ages.close()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("cloudq: oldest message age unavailable: CloudWatch GetMetricData failed: ")
