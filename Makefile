@@ -25,14 +25,15 @@ LAMBDA_ZIP := .build/shop-lambda.zip
 # Exported rather than pasted into the command line, so that quotes inside them survive intact.
 export LOCALSTACK_TEST_PORT LOCALSTACK_BENCH_PORT PYTEST_ARGS BENCH_ARGS
 
-.PHONY: help venv demo test test-unit test-integration bench lock lambda-package localstack-up localstack-down localstack-status
+.PHONY: help venv demo test test-unit test-integration test-browser bench lock lambda-package localstack-up localstack-down localstack-status
 
 help:
-	@echo "make venv              create .venv and pip install -e '.[bench,demo]' --group dev"
+	@echo "make venv              create .venv and pip install -e '.[bench,demo,dashboard]' --group dev"
 	@echo "make demo              run 'cloudq demo'"
 	@echo "make test              all tests, against a LocalStack started on port $(LOCALSTACK_TEST_PORT) and stopped after"
 	@echo "make test-unit         unit tests only (no LocalStack)"
 	@echo "make test-integration  integration tests only, with LocalStack like 'make test'"
+	@echo "make test-browser      the dashboard's browser tests only (Debian's chromium, installed if missing)"
 	@echo "make bench             benchmarks, against a LocalStack on port $(LOCALSTACK_BENCH_PORT)"
 	@echo "make lock              re-pin requirements/runtime.txt and lambda.txt (Docker image, Lambda package) from pyproject.toml"
 	@echo "make lambda-package    build $(LAMBDA_ZIP), the example's Lambda package (serverless.yml), without aioboto3/aiohttp"
@@ -48,7 +49,7 @@ $(VENV_STAMP): pyproject.toml
 	@echo "==> upgrading pip in $(VENV) (dependency groups need pip >= 25.1)"
 	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1'
 	@echo "==> installing cloudq (editable) with the bench and demo extras and the dev group; a minute or two the first time"
-	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench,demo]' --group dev
+	@$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench,demo,dashboard]' --group dev
 	@echo "==> $(VENV) is ready: cloudq $$($(VENV)/bin/python -c 'import cloudq; print(cloudq.__version__)')"
 	@touch $@
 
@@ -64,6 +65,9 @@ test-unit: venv
 
 test-integration: venv
 	bash scripts/test.sh -m integration
+
+test-browser: venv
+	bash scripts/test.sh -m browser
 
 bench: venv
 	bash scripts/bench.sh

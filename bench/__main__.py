@@ -17,7 +17,7 @@ from bench.common import BenchError, Deadline, LocalStackLog, QueueFactory, aws_
 from bench.common import sqs_client, start_watchdog, unique_name
 from bench.report import Report
 
-SECTIONS = ("sqs", "producer", "cli", "obs", "local")
+SECTIONS = ("sqs", "producer", "cli", "obs", "local", "jobs")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--obs-rounds", type=int, default=5, help="rounds per side of the obs section (default 5)")
     parser.add_argument("--local-jobs", type=int, default=5000, help="jobs per round of the local bench (default 5000)")
+    parser.add_argument("--store-jobs", type=int, default=3000, help="jobs per round of the job-state bench, local store (default 3000)")
+    parser.add_argument("--dynamodb-jobs", type=int, default=300, help="jobs per round of the job-state bench on moto's DynamoDB (default 300)")
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--timeout", type=float, default=900, help="hard limit for the whole run, seconds")
     args = parser.parse_args(argv)
@@ -144,6 +146,23 @@ def run_local(args: argparse.Namespace, report: Report, deadline: Deadline) -> N
     report.local(huey, cloudq, args.concurrency)
 
 
+def run_jobs(args: argparse.Namespace, report: Report, endpoint: str | None, log: LocalStackLog, deadline: Deadline) -> None:
+    """Drain with the job store off and on: local (goal >= 80%), and on SQS + moto's DynamoDB when both are up."""
+    from bench.jobs import dynamodb_round, local_round
+
+    local: dict[str, list[Any]] = {"none": [], "local": []}
+    for side in alternate(args.rounds, ("none", "local")):
+        local[side].append(local_round(side, args.store_jobs, args.concurrency, min(120.0, deadline.remaining())))
+    dynamodb = os.environ.get("CLOUDQ_BENCH_DYNAMODB")
+    remote: dict[str, list[Any]] | None = None
+    if dynamodb and endpoint:
+        remote = {"none": [], "dynamodb": []}
+        prefix = unique_name("jobs") + "-"
+        for side in alternate(args.rounds, ("none", "dynamodb")):
+            remote[side].append(dynamodb_round(side, args.dynamodb_jobs, args.concurrency, min(180.0, deadline.remaining()), endpoint, dynamodb, prefix, log))
+    report.job_state(local, remote, args.concurrency)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_watchdog(args.timeout)
@@ -151,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     aws_defaults()
     endpoint = os.environ.get("CLOUDQ_BENCH_ENDPOINT")
-    needs_sqs = bool({"sqs", "producer", "cli", "obs"} & set(args.only))
+    needs_sqs = bool({"sqs", "producer", "cli", "obs"} & set(args.only)) or ("jobs" in args.only and bool(os.environ.get("CLOUDQ_BENCH_DYNAMODB")))
     try:
         if needs_sqs:
             endpoint = require_localstack(endpoint)
@@ -174,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(("obs", lambda: run_obs(args, report, endpoint or "", log, deadline)))
     if "local" in args.only:
         sections.append(("local", lambda: run_local(args, report, deadline)))
+    if "jobs" in args.only:
+        sections.append(("jobs", lambda: run_jobs(args, report, endpoint, log, deadline)))
     started = time.perf_counter()
     failed = False
     for name, run in sections:

@@ -143,6 +143,23 @@ class Report:
         self._goals(section["goals"])
         self.data["local"] = section
 
+    def job_state(self, local: dict[str, list[Phase]], remote: dict[str, list[Phase]] | None, concurrency: int) -> None:
+        """Drain with the job store off and on; store calls per job on the 'on' rows."""
+        section: dict[str, Any] = {}
+        self._title(f"Job state: Worker drain, concurrency {concurrency}, store off vs on (store calls per job)")
+        off, on = summarize(local["none"]), summarize(local["local"])
+        section["local"] = {"off": off, "on": on, "ratio": ratio(on, off)}
+        self._row("local broker, CLOUDQ_JOB_STORE=none", off, None)
+        self._row("local broker, CLOUDQ_JOB_STORE=local", on, section["local"]["ratio"])
+        if remote is not None:
+            off, on = summarize(remote["none"]), summarize(remote["dynamodb"])
+            section["dynamodb"] = {"off": off, "on": on, "ratio": ratio(on, off)}
+            self._row("SQS, CLOUDQ_JOB_STORE=none", off, None)
+            self._row("SQS + moto DynamoDB (reported, no goal)", on, section["dynamodb"]["ratio"])
+        section["goals"] = {"local_store_ratio>=0.80": section["local"]["ratio"] >= 0.80}
+        self._goals(section["goals"])
+        self.data["jobs"] = section
+
     def cli_drain(self, rounds: dict[str, list[CliRound]], concurrency: int) -> None:
         """Spawned consumers: ``cloudq worker`` (and its middleware variant) against the raw loop's process."""
         sides = {side: summarize_cli(r) for side, r in rounds.items() if r}

@@ -39,7 +39,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -78,11 +78,13 @@ class JobTimeout(TimeoutError):
 @dataclass(frozen=True, slots=True)
 class Settled:
     """How a delivery ended, for its runtime: ``done`` means the message may be deleted; otherwise it
-    stays in its queue, and ``delay_s`` is the visibility a retry gave it."""
+    stays in its queue, and ``delay_s`` is the visibility a retry gave it. ``recorded`` (with
+    ``defer_record``) completes once the job store has the end state: delete the message only after it."""
 
     outcome: Outcome
     done: bool
     delay_s: int | None = None
+    recorded: asyncio.Future[None] | None = field(default=None, compare=False)
 
 
 async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync, control: JobControl | None = None) -> Any:
@@ -164,10 +166,14 @@ class Consumer:
         *,
         run_sync: RunSync = _to_thread,
         on_start: Callable[[Task[Any, Any]], None] | None = None,
+        defer_record: bool = False,
     ) -> Settled:
         """Run one delivery of logical ``queue`` and carry out its fate; never raises (but for cancellation).
 
         ``on_start`` learns the task before it runs (the worker uses its timeout for the heartbeat).
+        ``defer_record``: the job store's end-state write runs on in ``Settled.recorded`` instead of being
+        awaited here, so the worker's slot is free for the next job while it is written (the worker then
+        deletes the message once it is recorded: the order idempotency needs).
         Context (job_id, task, queue, attempt, message_id) is bound with structlog's contextvars in
         the caller's asyncio task: run each delivery in a task of its own.
         """
@@ -177,7 +183,11 @@ class Consumer:
             outcome = tracker.adjust(job, outcome)
         settled = await self.settle(delivery, queue, outcome)
         if tracker is not None and job.control is not None:
-            await tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
+            recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
+            if recorded is not None and defer_record:
+                settled = replace(settled, recorded=recorded)
+            elif recorded is not None:
+                await recorded
         self.middleware.outcome(job, outcome)
         return settled
 

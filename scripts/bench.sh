@@ -30,4 +30,5 @@ if [ -n "${BENCH_ARGS:-}" ]; then
 fi
 
 exec bash scripts/with_localstack.sh CLOUDQ_BENCH_ENDPOINT "${LOCALSTACK_BENCH_PORT:-4568}" \
+    bash scripts/with_moto.sh CLOUDQ_BENCH_DYNAMODB "${MOTO_BENCH_PORT:-5568}" \
     "$PY" -m bench "$@" ${extra[@]+"${extra[@]}"}

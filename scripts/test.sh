@@ -25,6 +25,9 @@ if [ -n "${PYTEST_ARGS:-}" ]; then
     eval "extra=($PYTEST_ARGS)"
 fi
 
+# The dashboard's browser tests (tests/browser) drive Debian's chromium: install it if missing.
+bash scripts/install_browser.sh
+
 # ${extra[@]+...}: bash 3.2 (macOS) treats an empty array as unset under set -u.
 exec bash scripts/with_localstack.sh CLOUDQ_TEST_ENDPOINT "${LOCALSTACK_TEST_PORT:-4567}" \
     bash scripts/with_moto.sh CLOUDQ_TEST_DYNAMODB "${MOTO_TEST_PORT:-5567}" \

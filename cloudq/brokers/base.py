@@ -81,9 +81,11 @@ class QueueConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue. ``oldest_age_s``
-    is the age of the oldest message not deleted, where the broker knows it (local, memory; SQS reports
-    it only to CloudWatch), else None."""
+    """Approximate counts, as SQS reports them; ``exists`` is False for a missing queue.
+
+    ``oldest_age_s``: seconds since the oldest message was sent, where the same call can tell (local and
+    memory brokers); None on SQS, which reports it only as the CloudWatch metric ApproximateAgeOfOldestMessage.
+    """
 
     queue: str
     exists: bool

@@ -186,7 +186,7 @@ class LocalBroker:
     def stats(self, queue: str) -> QueueStats:
         now = self.clock()
         exists, visible, in_flight, delayed, oldest = self._read(local_sql.STATS, (queue, now))[0]
-        return QueueStats(queue, bool(exists), visible, in_flight, delayed, max(0.0, now - oldest) if oldest is not None else None)
+        return QueueStats(queue, bool(exists), visible, in_flight, delayed, None if oldest is None else max(0.0, now - oldest))
 
     def list_queues(self, prefix: str = "") -> list[str]:
         names = self._read("SELECT name FROM queues ORDER BY name", ())

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cloudq.cli.dashboard import add_dashboard
 from cloudq.cli.infra import add_infra, add_queues
 from cloudq.cli.job_state import add_cancel, add_job, add_jobs
 from cloudq.cli.jobs import add_demo, add_enqueue, add_schema
@@ -29,6 +30,7 @@ _ADD_COMMANDS = (
     add_schedules, add_ops,  # status, dlq, purge
     add_infra,
     add_job, add_jobs, add_cancel,  # job state
+    add_dashboard,
 )  # fmt: skip
 
 

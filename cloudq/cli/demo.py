@@ -1,10 +1,11 @@
 """``cloudq demo``: the example shop app, end to end on the embedded local broker.
 
 It enqueues N jobs with ``.map`` (most succeed at once, a few fail once and succeed on
-retry, one is rejected to the dead-letter queue), drains them with the same in-process
+retry, one is rejected to the dead-letter queue, one is cancelled before it runs), drains them with the same in-process
 :class:`~cloudq.runtimes.worker.Worker` that ``cloudq worker`` runs, shows a live progress bar on
 a terminal, and ends with a summary: counts, throughput, the dead letter read back from
-its DLQ, and how to run the same app on SQS.
+its DLQ, a few jobs' state and results read back from the job store (the local broker's file), and
+how to run the same app on SQS.
 
 The bar and the summary table are drawn with rich, the ``cloudq[demo]`` extra, which is no
 dependency of cloudq itself: structlog imports rich whenever it is installed, and that would
@@ -18,6 +19,7 @@ each run, so every run starts empty and never touches the default ``.cloudq/brok
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -33,7 +35,8 @@ import structlog
 from cloudq.app import App
 from cloudq.brokers.base import Delivery, admin_of
 from cloudq.envelope import Envelope
-from cloudq.errors import ConfigurationError, EnvelopeError
+from cloudq.errors import CloudQError, ConfigurationError, EnvelopeError
+from cloudq.jobs.ref import JobRef
 from cloudq.settings import Settings
 from cloudq.runtimes.worker import Worker, WorkerStats
 
@@ -62,6 +65,8 @@ class DemoRun:
     settled: bool = False
     stats: WorkerStats = field(default_factory=WorkerStats)
     dead_letters: list[tuple[str, Delivery]] = field(default_factory=list)
+    shown: list[JobRef] = field(default_factory=list)
+    """Jobs whose stored state the summary reads back: a charge, a retried one, the dead letter, the cancelled one."""
 
     @property
     def jobs_per_s(self) -> float:
@@ -71,7 +76,7 @@ class DemoRun:
 def demo_settings() -> Settings:
     """Local broker on the demo's own file; short retries and polls so the demo finishes fast."""
     return Settings(
-        broker="local", local_path=DEMO_DB, concurrency=10, retry_backoff_s=0.5, wait_time_s=1, visibility_timeout_s=30
+        broker="local", job_store="local", local_path=DEMO_DB, concurrency=10, retry_backoff_s=0.5, wait_time_s=1, visibility_timeout_s=30
     )
 
 
@@ -89,11 +94,12 @@ def run_demo(n: int, *, console: Console | None = None) -> int:
         _delete_database(Path(settings.local_path))  # before the app's broker first opens it
         out.title(APP_SPEC, settings.local_path)
         started = time.perf_counter()
-        _enqueue(n)
+        run.shown = _enqueue(n)
         run.enqueue_s = time.perf_counter() - started
         asyncio.run(_drain(app, run, out))
         run.dead_letters = _dead_letters(app)
-    out.summary("cloudq demo summary", _summary_rows(run))
+        job_rows = _job_rows(run.shown)
+    out.summary("cloudq demo summary", _summary_rows(run) + job_rows)
     out.next_steps(_next_steps())
     if not run.settled:
         out.error(f"stopped: no job settled for {_STALL_S:g}s")
@@ -125,8 +131,9 @@ def _example_app_on(settings: Settings) -> Iterator[App]:
         app.use_broker(None)
 
 
-def _enqueue(n: int) -> None:
-    """N jobs: about 1% retried once, exactly one dead-lettered, the rest split over two tasks.
+def _enqueue(n: int) -> list[JobRef]:
+    """N jobs: about 1% retried once, exactly one dead-lettered, one cancelled, the rest split over two
+    tasks; returns the refs of the jobs the summary reads back.
 
     The retried ones go first, so their one-second retry delay overlaps the drain. Product
     ids are fresh per run because the flaky task remembers first attempts per process.
@@ -134,13 +141,16 @@ def _enqueue(n: int) -> None:
     from cloudq.examples.shop import charge, notify_legacy_crm, send_welcome_email, update_search_index
 
     flaky = max(1, n // 100)
-    emails = (n - flaky - 1) // 2
-    charges = n - flaky - 1 - emails
+    emails = (n - flaky - 2) // 2
+    charges = n - flaky - 2 - emails
     run_id = uuid.uuid4().hex[:8]
-    update_search_index.map(f"sku-{run_id}-{i}" for i in range(flaky))
-    notify_legacy_crm.delay("customer-7")
+    retried = update_search_index.map(f"sku-{run_id}-{i}" for i in range(flaky))
+    rejected = notify_legacy_crm.delay("customer-7")
+    cancelled = send_welcome_email.delay("changed-their-mind@example.com")
+    cancelled.cancel()  # before any worker saw it: it is acked without running
     send_welcome_email.map(f"user{i}@example.com" for i in range(emails))
-    charge.map((f"order-{i}", 100 + i) for i in range(charges))
+    charged = charge.map((f"order-{i}", 100 + i) for i in range(charges))
+    return [*charged[:2], retried[0], rejected, cancelled]
 
 
 async def _drain(app: App, run: DemoRun, out: _Output) -> None:
@@ -154,8 +164,8 @@ async def _drain(app: App, run: DemoRun, out: _Output) -> None:
         while not working.done():
             await asyncio.wait({working}, timeout=_TICK_S)
             now = time.perf_counter()
-            if stats.succeeded + stats.dead_lettered != settled:
-                settled, last_change = stats.succeeded + stats.dead_lettered, now
+            if stats.succeeded + stats.dead_lettered + stats.cancelled != settled:
+                settled, last_change = stats.succeeded + stats.dead_lettered + stats.cancelled, now
                 show_settled(settled)
             if settled >= run.jobs or now - last_change > _STALL_S:
                 run.elapsed_s, run.settled = now - started, settled >= run.jobs
@@ -178,14 +188,35 @@ def _dead_letters(app: App) -> list[tuple[str, Delivery]]:
 def _summary_rows(run: DemoRun) -> list[tuple[str, str]]:
     stats = run.stats
     rows = [
-        ("processed", f"{stats.succeeded + stats.dead_lettered:,} of {run.jobs:,} jobs ({stats.succeeded:,} succeeded)"),
+        ("processed", f"{stats.succeeded + stats.dead_lettered + stats.cancelled:,} of {run.jobs:,} jobs ({stats.succeeded:,} succeeded)"),
         ("retried", f"{stats.retried:,} (failed once, succeeded on a retry 1 s later)"),
         ("dead-lettered", f"{stats.dead_lettered:,}"),
+        ("cancelled", f"{stats.cancelled:,} (cancelled before it ran: acked, never run)"),
         ("enqueued", f"in {run.enqueue_s:.2f} s with .map"),
         ("elapsed", f"{run.elapsed_s:.2f} s to drain (one worker, concurrency {run.concurrency})"),
         ("jobs/s", f"{run.jobs_per_s:,.0f}"),
     ]
     return rows + [("dead letter", _describe_dead_letter(dlq, delivery)) for dlq, delivery in run.dead_letters]
+
+
+def _job_rows(refs: list[JobRef]) -> list[tuple[str, str]]:
+    """A few jobs as the job store recorded them: ``cloudq job APP ID`` shows the same."""
+    rows = []
+    for ref in refs:
+        try:
+            state = ref.status()
+        except CloudQError as exc:  # the store is only shown here; a failure to read it is not the demo's
+            rows.append(("job", f"{ref.id[:8]} {ref.task}: {exc}"))
+            continue
+        if state.status == "succeeded":
+            detail = f"result {json.dumps(state.result)}"
+        elif state.error is not None:
+            detail = f"{state.error.reason or 'error'}: {state.error.message}"
+        else:
+            detail = ""
+        attempts = f", {state.attempts} attempts" if state.attempts > 1 else ""
+        rows.append(("job", f"{ref.id[:8]} {state.task} {state.status}{attempts} {detail}".rstrip()))
+    return rows
 
 
 def _next_steps() -> list[tuple[str, bool]]:

@@ -13,7 +13,7 @@
 * ``cloudq purge [APP] QUEUE [--dlq] [--yes]``: delete every message, after a confirmation.
 
 They use the brokers' admin protocol (:class:`~cloudq.brokers.base.AdminBroker`: ``stats``, ``peek``,
-``move_messages``, ``purge``), so they work on SQS, the local and the memory broker alike. Exit codes as in :mod:`cloudq.cli`: 0 success, 1 a runtime failure
+``move_messages``, ``purge``) through :mod:`cloudq.admin`, which the dashboard shares, so they work on SQS, the local and the memory broker alike. Exit codes as in :mod:`cloudq.cli`: 0 success, 1 a runtime failure
 (a missing queue, the broker, a declined purge), 2 bad input (an unknown queue, a purge that cannot
 ask for confirmation).
 """
@@ -24,14 +24,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from cloudq.brokers.base import AdminBroker, Delivery, QueueStats, admin_of
+from cloudq.admin import dead_letter_record, queues_on_use, require_queue, stats_reader
+from cloudq.brokers.base import Delivery, QueueStats, admin_of
 from cloudq.cli.loading import load_app
 from cloudq.cli.tables import render_table
-from cloudq.envelope import Envelope
-from cloudq.errors import ConfigurationError, EnvelopeError, QueueNotFound
+from cloudq.errors import ConfigurationError
 from cloudq.queues import QueuePlan, plan_queues
 
 if TYPE_CHECKING:
@@ -87,32 +87,6 @@ def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def dead_letter_record(delivery: Delivery) -> dict[str, Any]:
-    """Everything known about a dead letter, for ``--json``: the reason comes from cloudq's attributes
-    (none if SQS's RedrivePolicy moved it), ``task`` is None for a body that is not an envelope."""
-    attributes = delivery.attributes
-    try:
-        envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
-        task, args, kwargs = envelope.task, list(envelope.args), dict(envelope.kwargs)
-    except EnvelopeError:
-        task, args, kwargs = None, None, None
-    attempts = attributes.get("cloudq-attempts", "")
-    return {
-        "message_id": delivery.message_id,
-        "task": task,
-        "args": args,
-        "kwargs": kwargs,
-        "body": delivery.body,
-        "attempts": int(attempts) if attempts.isdigit() else delivery.receive_count,
-        "reason": attributes.get("cloudq-reason"),
-        "error": ": ".join(v for v in (attributes.get("cloudq-error-type"), attributes.get("cloudq-error")) if v) or None,
-        "traceback": attributes.get("cloudq-traceback"),
-        "source_queue": attributes.get("cloudq-source-queue"),
-        "dead_lettered_at": attributes.get("cloudq-dead-lettered-at"),
-        "attributes": dict(attributes),
-    }
-
-
 def describe_dead_letter(delivery: Delivery) -> list[str]:
     """A dead letter's cells; the arguments are cut to fit a terminal, the error never (it is the point)."""
     record = dead_letter_record(delivery)
@@ -151,12 +125,12 @@ def cmd_status(ns: argparse.Namespace) -> int:
     if ns.watch:
         from cloudq.cli.watch import watch
 
-        return watch(app, ns.interval, stats_of=_stats_reader(admin_of(app.broker)))
+        return watch(app, ns.interval, stats_of=stats_reader(admin_of(app.broker)))
     try:
         admin = admin_of(app.broker)
-        rows = status_rows(plan_queues(app), _stats_reader(admin))
+        rows = status_rows(plan_queues(app), stats_reader(admin))
         others = []
-        if _queues_on_use(admin):  # on SQS, listing every queue of an account is neither cheap nor ours
+        if queues_on_use(admin):  # on SQS, listing every queue of an account is neither cheap nor ours
             others = other_rows(admin.list_queues(app.settings.queue_prefix), {r.physical for r in rows}, app.settings.queue_prefix, admin.stats)
     finally:
         app.close()
@@ -177,7 +151,7 @@ def cmd_dlq_peek(ns: argparse.Namespace) -> int:
     app, plan = _target(ns.names)
     try:
         dlq, admin = plan.dead_letter_queue, admin_of(app.broker)
-        stats = _require_queue(admin, dlq)
+        stats = require_queue(admin, dlq)
         letters = admin.peek(dlq, ns.n)
     finally:
         app.close()
@@ -198,8 +172,8 @@ def cmd_dlq_redrive(ns: argparse.Namespace) -> int:
     dlq, destination = plan.dead_letter_queue, plan.physical
     try:
         admin = admin_of(app.broker)
-        _require_queue(admin, dlq)
-        _require_queue(admin, destination)
+        require_queue(admin, dlq)
+        require_queue(admin, destination)
         limit = f" (at most {ns.max})" if ns.max is not None else ""
         print(f"redriving dead letters from {dlq} to {destination}{limit}", flush=True)
         moved = admin.move_messages(dlq, destination, ns.max, on_progress=_ProgressPrinter())
@@ -214,7 +188,7 @@ def cmd_purge(ns: argparse.Namespace) -> int:
     physical = plan.dead_letter_queue if ns.dlq else plan.physical
     try:
         admin = admin_of(app.broker)
-        stats = _require_queue(admin, physical)
+        stats = require_queue(admin, physical)
         about = stats.visible + stats.in_flight + stats.delayed
         if not ns.yes and not _confirm(f"purge about {plural(about, 'message')} from {physical}? This cannot be undone. [y/N] "):
             print("cloudq: not purged", file=sys.stderr)
@@ -248,25 +222,6 @@ def _target(names: Sequence[str]) -> tuple[App, QueuePlan]:
     if names[-1] not in plans:
         raise ConfigurationError(f"queue {names[-1]!r} is not used by app {app.name!r}; its queues: {', '.join(plans)}")
     return app, plans[names[-1]]
-
-
-def _queues_on_use(broker: AdminBroker) -> bool:
-    """True for a broker whose queues exist as soon as they are used (the local one): none is ever missing."""
-    return bool(getattr(broker, "creates_queues_on_use", False))
-
-
-def _stats_reader(broker: AdminBroker) -> Callable[[str], QueueStats]:
-    """``broker.stats``; on a broker that creates queues on use, a queue not used yet is there and empty."""
-    if not _queues_on_use(broker):
-        return broker.stats
-    return lambda physical: replace(broker.stats(physical), exists=True)
-
-
-def _require_queue(broker: AdminBroker, physical: str) -> QueueStats:
-    stats = _stats_reader(broker)(physical)
-    if not stats.exists:
-        raise QueueNotFound(f"queue {physical!r} does not exist (create it with `cloudq queues ensure`)")
-    return stats
 
 
 def _confirm(prompt: str) -> bool:

@@ -51,14 +51,16 @@ def send_welcome_email(user_email: str) -> None:
 
 
 @app.task(name="billing.charge", queue="billing", max_retries=5, timeout=30)
-async def charge(order_id: str, amount_cents: int) -> None:
+async def charge(order_id: str, amount_cents: int) -> dict[str, object]:
     """An async task on its own queue, with more retries than the default and a timeout.
 
-    An explicit name keeps enqueued jobs valid when the function moves to another module.
+    An explicit name keeps enqueued jobs valid when the function moves to another module. Its result
+    (a receipt) is kept by the job store: ``ref.result()`` or ``cloudq job APP ID`` reads it back.
     """
     if amount_cents <= 0:
         raise cloudq.Reject(f"order {order_id}: nothing to charge ({amount_cents} cents)")
     await asyncio.sleep(0)  # stands for the payment provider's HTTP call
+    return {"order": order_id, "charged_cents": amount_cents}
 
 
 _indexed_once: set[str] = set()

@@ -106,7 +106,8 @@ class DynamoJobStore:
         from cloudq.aws.clients import client
 
         endpoint = _Endpoint(settings.region, settings.job_store_endpoint_url or settings.endpoint_url)
-        return cls(table, lambda: client("dynamodb", endpoint, max_pool_connections=20, read_timeout_s=10), ttl_s=settings.job_ttl_s)
+        # validate=False: every request is built here from tested builders (botocore's check costs CPU per call)
+        return cls(table, lambda: client("dynamodb", endpoint, max_pool_connections=20, read_timeout_s=10, validate=False), ttl_s=settings.job_ttl_s)
 
     # -- the protocol -----------------------------------------------------------------------
     def check(self) -> None:

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress_message TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     unique_key TEXT,
+    prev_status TEXT,
     enqueued_at REAL,
     started_at REAL,
     finished_at REAL,
@@ -64,22 +65,28 @@ _INSERT_QUEUED = (
     "INSERT OR IGNORE INTO jobs (id, status, task, queue, unique_key, enqueued_at, updated_at, expires_at)"
     " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)"
 )
-_CLAIM = """
-INSERT INTO jobs (id, status, task, queue, attempts, enqueued_at, started_at, updated_at, expires_at)
-VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?6, ?7)
-ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = excluded.attempts, started_at = excluded.started_at,
-    updated_at = excluded.updated_at, expires_at = excluded.expires_at, task = excluded.task, queue = excluded.queue,
-    finished_at = NULL, progress = NULL, progress_message = NULL
+_SKIP = ", ".join(f"'{s}'" for s in sorted(SKIP_ON_DELIVERY))
+# The common claim is one statement: the job's queued (or retrying, or crashed-while-running) row becomes
+# running, and RETURNING says what it was (prev_status keeps the old status for exactly that).
+_CLAIM = f"""
+UPDATE jobs SET prev_status = status, status = 'running', attempts = ?1, started_at = ?2, updated_at = ?2, expires_at = ?3,
+    task = ?4, queue = ?5, finished_at = NULL, progress = NULL, progress_message = NULL
+WHERE id = ?6 AND expires_at > ?2 AND status NOT IN ({_SKIP})
+RETURNING prev_status, cancel_requested
 """
+_CLAIM_NEW = (
+    "INSERT OR REPLACE INTO jobs (id, status, task, queue, attempts, enqueued_at, started_at, updated_at, expires_at)"
+    " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)"
+)
 _FINISH = """
-INSERT INTO jobs (id, status, task, queue, attempts, result, error_type, error_message, error_reason, result_error,
-                  enqueued_at, finished_at, updated_at, expires_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, result = excluded.result,
-    error_type = excluded.error_type, error_message = excluded.error_message, error_reason = excluded.error_reason,
-    result_error = excluded.result_error, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-    expires_at = excluded.expires_at, cancel_requested = 0
+UPDATE jobs SET status = ?2, attempts = ?3, result = ?4, error_type = ?5, error_message = ?6, error_reason = ?7,
+    result_error = ?8, finished_at = ?9, updated_at = ?10, expires_at = ?11, cancel_requested = 0
+WHERE id = ?1
 """
+_FINISH_NEW = (
+    "INSERT OR REPLACE INTO jobs (id, status, attempts, result, error_type, error_message, error_reason, result_error,"
+    " finished_at, updated_at, expires_at, task, queue, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+)
 _IN = ", ".join(f"'{s}'" for s in sorted(CANCELLABLE))
 _BUSY_TIMEOUT_MS = 10_000
 _MAX_RESULT_BYTES = 1_048_576
@@ -133,22 +140,42 @@ class SqliteJobStore:
 
     def claim(self, job_id: str, *, task: str, queue: str, attempt: int, enqueued_at: float | None, record: bool) -> Claim:
         with self._tx() as (db, now):
-            row = db.execute("SELECT status, cancel_requested FROM jobs WHERE id = ? AND expires_at > ?", (job_id, now)).fetchone()
-            previous, cancel = (row[0], bool(row[1])) if row is not None else (None, False)
-            if record and previous not in SKIP_ON_DELIVERY:
-                db.execute(_CLAIM, (job_id, task, queue, attempt, enqueued_at, now, now + self.ttl_s))
-        return Claim(previous, cancel)
+            return self._claim(db, now, job_id, task=task, queue=queue, attempt=attempt, enqueued_at=enqueued_at, record=record)
 
     def finish(self, job_id: str, end: Finish) -> None:
-        error = end.error
         with self._tx() as (db, now):
-            db.execute(_FINISH, (
-                job_id, end.status, end.task, end.queue, end.attempts, end.result_json,
-                error.type if error else None, error.message if error else None, error.reason if error else None,
-                end.result_error, end.enqueued_at, now if end.status in FINAL else None, now, now + self.ttl_s,
-            ))  # fmt: skip
-            if end.unique_key and end.status in FINAL:
-                db.execute("DELETE FROM job_keys WHERE key = ? AND job_id = ?", (end.unique_key, job_id))
+            self._finish(db, now, job_id, end)
+
+    def apply(self, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        """Several ``claim``/``finish`` calls in one transaction (group commit): the consumer's writer thread
+        hands over what accumulated while the previous transaction ran, so a busy worker pays one commit
+        for many jobs. All or nothing: if the transaction fails, every call fails with the same error."""
+        steps = {"claim": self._claim, "finish": self._finish}
+        with self._tx() as (db, now):
+            return [steps[name](db, now, *args, **kwargs) for name, args, kwargs in calls]
+
+    def _claim(self, db: sqlite3.Connection, now: float, job_id: str, *, task: str, queue: str, attempt: int, enqueued_at: float | None, record: bool) -> Claim:
+        if record:
+            row = db.execute(_CLAIM, (attempt, now, now + self.ttl_s, task, queue, job_id)).fetchone()
+            if row is not None:
+                return Claim(row[0], bool(row[1]))
+        row = db.execute("SELECT status, cancel_requested FROM jobs WHERE id = ? AND expires_at > ?", (job_id, now)).fetchone()
+        if row is not None:
+            return Claim(row[0], bool(row[1]))  # with record: succeeded or cancelled, left alone
+        if record:  # no record (a plain boto3 producer's job, or one expired): create it running
+            db.execute(_CLAIM_NEW, (job_id, task, queue, attempt, enqueued_at, now, now, now + self.ttl_s))
+        return Claim(None)
+
+    def _finish(self, db: sqlite3.Connection, now: float, job_id: str, end: Finish) -> None:
+        error = end.error
+        values = (
+            job_id, end.status, end.attempts, end.result_json, error.type if error else None, error.message if error else None,
+            error.reason if error else None, end.result_error, now if end.status in FINAL else None, now, now + self.ttl_s,
+        )  # fmt: skip
+        if db.execute(_FINISH, values).rowcount == 0:
+            db.execute(_FINISH_NEW, (*values, end.task, end.queue, end.enqueued_at))
+        if end.unique_key and end.status in FINAL:
+            db.execute("DELETE FROM job_keys WHERE key = ? AND job_id = ?", (end.unique_key, job_id))
 
     def set_progress(self, job_id: str, fraction: float, message: str | None) -> None:
         with self._tx() as (db, now):

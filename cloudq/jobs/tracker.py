@@ -31,7 +31,8 @@ import structlog
 
 from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import CloudQError, ConfigurationError
-from cloudq.jobs.state import Finish, JobError
+from cloudq.jobs.group_commit import GroupCommit
+from cloudq.jobs.state import Finish, JobError, encode_result
 from cloudq.retry import Outcome
 from cloudq.transient import call_retrying
 
@@ -102,6 +103,7 @@ class JobTracker:
         self.record_running = record_running
         self.cancel_check_s = cancel_check_s
         self._threads = DaemonThreads(8, "cloudq-jobs")
+        self._group = GroupCommit(store) if callable(getattr(store, "apply", None)) else None  # type: ignore[arg-type]
         self._running: dict[str, JobControl] = {}
         self._watch: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
@@ -110,6 +112,17 @@ class JobTracker:
     async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args)`` on a thread, retried if transient; ``_DROPPED`` (logged) if it still fails."""
         return await self._threads.run(lambda: self.call_now(what, fn, *args, **kwargs))
+
+    async def write(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``claim``/``finish``: group-committed when the store can (SQLite), else one call on a thread.
+
+        A failed group is retried call by call, as :meth:`call` retries anything."""
+        if self._group is not None:
+            try:
+                return await self._group.submit(name, *args, **kwargs)
+            except CloudQError:
+                pass
+        return await self.call(name, getattr(self.store, name), *args, **kwargs)
 
     def call_now(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -124,10 +137,9 @@ class JobTracker:
 
     async def claim(self, job: Job, *, attempt: int) -> Outcome | None:
         """None: run the job (registered with the cancel watch); else the outcome that skips it."""
-        claim = await self.call(
-            "claim", self.store.claim, job.id, task=job.task, queue=job.queue, attempt=attempt,
-            enqueued_at=epoch(job.enqueued_at), record=self.record_running,
-        )  # fmt: skip
+        claim = await self.write(
+            "claim", job.id, task=job.task, queue=job.queue, attempt=attempt, enqueued_at=epoch(job.enqueued_at), record=self.record_running
+        )
         if claim is not _DROPPED:
             if claim.previous == "succeeded":
                 return Outcome("duplicate")
@@ -151,13 +163,36 @@ class JobTracker:
             return Outcome("cancelled", error=outcome.error)
         return outcome
 
-    async def finish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> None:
+    def finish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> asyncio.Future[Any] | None:
+        """Write the run's end state; the future completes once it is written (or dropped with a warning).
+
+        None when there is nothing to write. A future, not a coroutine: the worker holds one per job while
+        its slot already runs the next job, and a task per job would cost more than the write."""
         control = self._running.pop(job.id, None)
-        if control is not None and control.pending:
-            await asyncio.gather(*control.pending, return_exceptions=True)  # progress never lands after the end
         end = self._end(job, outcome, settled, result, direct=direct)
+        if control is not None and control.pending:  # progress writes still in flight: the end lands after them
+            return asyncio.ensure_future(self._finish_after(control.pending, job.id, end))
+        if end is None:
+            return None
+        if self._group is None:
+            return asyncio.ensure_future(self.call("finish", self.store.finish, job.id, end))
+        written = self._group.submit("finish", job.id, end)
+        done: asyncio.Future[Any] = written.get_loop().create_future()
+        written.add_done_callback(lambda f: self._after_group(f, done, job.id, end))
+        return done
+
+    async def _finish_after(self, pending: set[asyncio.Future[Any]], job_id: str, end: Finish | None) -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
         if end is not None:
-            await self.call("finish", self.store.finish, job.id, end)
+            await self.write("finish", job_id, end)
+
+    def _after_group(self, written: asyncio.Future[Any], done: asyncio.Future[Any], job_id: str, end: Finish) -> None:
+        """The group's write succeeded: done. It failed: retried alone (then dropped with a warning), then done."""
+        if written.cancelled() or written.exception() is None:
+            done.set_result(None)
+            return
+        retry = asyncio.ensure_future(self.call("finish", self.store.finish, job_id, end))
+        retry.add_done_callback(lambda _: done.done() or done.set_result(None))
 
     def _end(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> Finish | None:
         kind = outcome.kind
@@ -166,8 +201,6 @@ class JobTracker:
         common = {"task": job.task, "queue": job.queue, "attempts": job.attempt, "enqueued_at": epoch(job.enqueued_at),
                   "unique_key": job.headers.get(UNIQUE_HEADER)}  # fmt: skip
         if kind == "ack":
-            from cloudq.jobs.state import encode_result
-
             text, problem = encode_result(result, self.store.max_result_bytes)
             if problem:
                 logger.warning("job.result_not_stored", job_id=job.id, result_error=problem)

@@ -350,7 +350,11 @@ class LambdaHandler:
                 logger.error("lambda.event_unrouted", source=event.get("source"), detail_type=event.get("detail-type"))
                 return {"ok": False, "error": f"no task registered for source={event.get('source')!r} detail-type={event.get('detail-type')!r}"}
             event_id = str(event.get("id") or request_id)
-            results = [await self._run_direct(json.dumps({"task": t, "args": [event]}), t, event_id) for t in tasks]
+            # One job per routed task, each with an id of its own that Lambda's retry of the same event repeats:
+            # with a job store, a retry re-runs only the tasks that failed (the others are idempotent duplicates).
+            results = [
+                await self._run_direct(json.dumps({"id": f"{event_id}:{t}", "task": t, "args": [event]}), t, event_id) for t in tasks
+            ]
         retried = [r["task"] for r in results if r["outcome"] == "retry"]
         if retried:
             raise EventFailed(f"task(s) {', '.join(retried)} failed; Lambda's retry for asynchronous invocations applies")

@@ -137,6 +137,7 @@ class Worker:
         self._started_jobs = 0
         self._retries = PendingRetries(burst_retry_wait_s)  # scheduled by a burst and not seen again
         self._releasing: set[asyncio.Task[None]] = set()  # releases a stopping poller started (see _release_now)
+        self._recording: set[asyncio.Future[None]] = set()  # end states being written to the job store (deletes wait)
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: ThreadResults | None = None
@@ -185,6 +186,7 @@ class Worker:
             await asyncio.gather(*pollers, return_exceptions=True)
             await asyncio.gather(*self._releasing, return_exceptions=True)
             await self._drain_running()
+            await asyncio.gather(*self._recording, return_exceptions=True)
             if self._drained:
                 await self._release_retries()
             heartbeat.cancel()
@@ -359,7 +361,7 @@ class Worker:
                 job.deadline = job.started + task.timeout
 
         try:
-            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._run_sync, on_start=on_start)
+            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._run_sync, on_start=on_start, defer_record=True)
             self._account(job, settled)
         finally:
             self._running.discard(job)
@@ -384,7 +386,16 @@ class Worker:
             self.stats.cancelled += 1
         else:
             self.stats.skipped += 1
-        if settled.done:
+        recorded = settled.recorded
+        if recorded is not None and not recorded.done():  # the job store's end state first, then the delete
+            self._recording.add(recorded)
+            recorded.add_done_callback(lambda _: self._recorded(recorded, job, settled.done))
+        elif settled.done:
+            self._acks.add(job.physical, job.delivery)
+
+    def _recorded(self, recorded: asyncio.Future[None], job: _Job, done: bool) -> None:
+        self._recording.discard(recorded)
+        if done:
             self._acks.add(job.physical, job.delivery)
 
     async def _release_retries(self) -> None:

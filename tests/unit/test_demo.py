@@ -40,11 +40,17 @@ def test_demo_settles_every_job_and_prints_the_summary(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
-    assert number("processed", out) == 50 and "50 of 50 jobs (49 succeeded)" in out
+    assert number("processed", out) == 50 and "50 of 50 jobs (48 succeeded)" in out and number("cancelled", out) == 1
     assert number("retried", out) >= 1
     assert number("dead-lettered", out) == 1
     assert number("jobs/s", out) > 0
     assert re.search(r"dead letter\s+queue default-dlq: task crm.notify_legacy, rejected", out)
+    # a few jobs read back from the job store: results, the retried one's attempts, the dead letter, the cancelled one
+    flat = " ".join(out.split())  # a narrow terminal folds the table's cells
+    assert re.search(r'job\s+\w{8} billing.charge succeeded result \{"order": "order-0", "charged_cents": 100\}', flat)
+    assert re.search(r"job\s+\w{8} search.update_index succeeded, 2 attempts", flat)
+    assert re.search(r"job\s+\w{8} crm.notify_legacy dead_lettered rejected: legacy CRM", flat)
+    assert re.search(r"job\s+\w{8} cloudq.examples.shop.send_welcome_email cancelled", flat)
     assert "CLOUDQ_BROKER=sqs" in out and "CLOUDQ_ENDPOINT_URL=http://127.0.0.1:4566" in out
     assert "cloudq worker cloudq.examples.shop:app" in out
 

@@ -124,7 +124,7 @@ def test_demo_prints_its_report_as_plain_text_without_rich(tmp_path: Path) -> No
 
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
-    assert re.search(r"^\s*processed\s+20 of 20 jobs \(19 succeeded\)", out, re.MULTILINE), out
+    assert re.search(r"^\s*processed\s+20 of 20 jobs \(18 succeeded\)", out, re.MULTILINE), out
     assert re.search(r"^\s*dead-lettered\s+1$", out, re.MULTILINE), out
     assert re.search(r"dead letter\s+queue default-dlq: task crm.notify_legacy, rejected", out), out
     assert "cloudq worker cloudq.examples.shop:app" in out
@@ -205,3 +205,31 @@ for variable, value, extra in (("CLOUDQ_TRACING", "otel", "cloudq[otel]"), ("CLO
         raise AssertionError(variable)
 """
     probe(statement, tmp_path, uninstalled=list(OBSERVABILITY_STACK))
+
+
+DASHBOARD_STACK = ("starlette", "jinja2", "uvicorn", "multipart", "python_multipart", "anyio")
+
+
+def test_the_cli_and_the_dashboard_package_load_no_web_stack_until_the_dashboard_runs(tmp_path: Path) -> None:
+    """Building every command's parser (what any ``cloudq`` command does) and ``import cloudq.dashboard``
+    load no Starlette, Jinja2 or uvicorn; ``create_app`` does."""
+    idle = probe("from cloudq.cli.command import build_parser\nbuild_parser()\nimport cloudq.dashboard", tmp_path)
+    assert set(idle["loaded"]).isdisjoint(DASHBOARD_STACK), idle["loaded"]
+
+    running = probe("import cloudq\nfrom cloudq.dashboard import create_app\ncreate_app(cloudq.App('x'))", tmp_path)
+    assert {"starlette", "jinja2"} <= set(running["loaded"])
+
+
+def test_without_the_dashboard_extra_create_app_says_what_to_install(tmp_path: Path) -> None:
+    statement = """
+import cloudq
+from cloudq.dashboard import create_app
+from cloudq.errors import ConfigurationError
+try:
+    create_app(cloudq.App('x'))
+except ConfigurationError as exc:
+    assert str(exc) == "the dashboard needs the dashboard extra: pip install 'cloudq[dashboard]' (missing: starlette)", exc
+else:
+    raise AssertionError("no error")
+"""
+    probe(statement, tmp_path, uninstalled=["starlette"])

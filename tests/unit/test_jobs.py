@@ -11,6 +11,7 @@ test_jobs_processes.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -331,7 +332,7 @@ class _FailingStore(SqliteJobStore):
     """A job store whose every call fails as an unreachable DynamoDB would."""
 
     def __getattribute__(self, name: str) -> Any:
-        if name in ("put_queued", "claim", "finish", "set_progress", "cancel_requested"):
+        if name in ("put_queued", "claim", "finish", "apply", "set_progress", "cancel_requested"):
             def fail(*args: Any, **kwargs: Any) -> Any:
                 raise BrokerUnavailable("dynamodb endpoint unreachable")
 
@@ -397,3 +398,51 @@ def test_job_is_unchanged_for_untracked_runs() -> None:
     job = cloudq.Job("id", "t", "q", 1, "m")
     job.progress(0.5, "ignored")
     assert job.cancelled is False
+
+
+def test_an_eventbridge_direct_invocation_records_its_job(app: cloudq.App) -> None:
+    """No queue: a job that fails for good is `failed` (not dead-lettered), one that succeeds keeps its result."""
+    import json
+    from pathlib import Path
+
+    event = json.loads((Path(__file__).parent.parent / "events" / "eventbridge_s3_object_created.json").read_text())
+
+    @app.on_event("aws.s3", "Object Created")
+    def on_upload(event: dict[str, Any]) -> str:
+        return str(event["detail"]["object"]["key"])
+
+    @app.on_event("aws.s3")
+    def refuse(event: dict[str, Any]) -> None:
+        raise cloudq.Reject("not this bucket")
+
+    answer = app.lambda_handler(event, None)
+    assert answer["ok"] is False
+    states = {s.task: s for s in app.job_store.list()}  # type: ignore[union-attr]
+    assert states[on_upload.name].status == "succeeded" and states[on_upload.name].result == "example-key"
+    failed = states[refuse.name]
+    assert failed.status == "failed" and failed.error is not None and failed.error.reason == "rejected"
+
+
+def test_lambda_local_runs_through_the_same_store(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "llapp.py").write_text(textwrap.dedent('''
+        import cloudq
+        app = cloudq.App("ll")
+
+        @app.task(name="square")
+        def square(x: int) -> int:
+            return x * x
+    '''))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CLOUDQ_")}, "PYTHONPATH": str(tmp_path),
+           "CLOUDQ_LOCAL_PATH": str(tmp_path / "q.db"), "CLOUDQ_WAIT_TIME_S": "1"}  # fmt: skip
+    sent = subprocess.run([sys.executable, "-m", "cloudq", "enqueue", "llapp:app", "square", "--args", "[7]"], env=env, capture_output=True, text=True, timeout=60)
+    job_id = json.loads(sent.stdout)["id"]
+    done = subprocess.run([sys.executable, "-m", "cloudq", "lambda-local", "llapp:app", "--burst"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run([sys.executable, "-m", "cloudq", "job", "llapp:app", job_id, "--json"], env=env, capture_output=True, text=True, timeout=60)
+    state = json.loads(shown.stdout)
+    assert (state["status"], state["result"], state["attempts"]) == ("succeeded", 49, 1)
