@@ -288,3 +288,22 @@ def test_the_readme_metrics_table_is_the_metric_table() -> None:
 
     assert documented == {m.name: m.dimensions for m in METRICS.values()}
     assert all(kind.split(",")[0].strip() == METRICS[name.strip().strip("`")].kind for name, kind, _ in rows)
+
+
+def test_each_fate_bumps_its_counter_and_only_errors_count_as_failures() -> None:
+    """The job store's fates (cancelled, duplicate: acked without running) have counters of their own; a
+    run cancelled mid-way, a Reject or a poison message is no failure; an exhausted retry is."""
+    from cloudq.observability.metrics import outcome_counters
+    from cloudq.retry import Outcome, dead_letter_reason
+
+    boom = ValueError("boom")
+    assert outcome_counters(Outcome("ack")) == ["jobs_succeeded"]
+    assert outcome_counters(Outcome("retry", delay_s=2, error=boom)) == ["jobs_retried", "jobs_failed"]
+    assert outcome_counters(Outcome("retry", delay_s=2, error=cloudq.Retry())) == ["jobs_retried"]
+    exhausted = Outcome("dead_letter", reason=dead_letter_reason("max_retries_exceeded", boom, 4, "q"), error=boom)
+    assert outcome_counters(exhausted) == ["jobs_dead_lettered", "jobs_failed"]
+    poison = Outcome("dead_letter", reason=dead_letter_reason("bad_arguments", boom, 1, "q"), error=boom)
+    assert outcome_counters(poison) == ["jobs_dead_lettered"]
+    assert outcome_counters(Outcome("cancelled", error=boom)) == ["jobs_cancelled"]
+    assert outcome_counters(Outcome("duplicate")) == ["jobs_duplicate"]
+    assert set(outcome_counters(Outcome("reschedule", delay_s=900))) <= set(METRICS)
