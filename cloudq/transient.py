@@ -35,7 +35,7 @@ def transient_retry(
     ``on_retry(error, attempt)`` runs before each pause (to log it)."""
     import tenacity
 
-    stops = [tenacity.stop_after_delay(stop_after_s)] if stop_after_s is not None else []
+    stops: list[Any] = [tenacity.stop_after_delay(stop_after_s)] if stop_after_s is not None else []
     stops += [tenacity.stop_after_attempt(attempts)] if attempts is not None else []
     policy: dict[str, Any] = {
         "retry": tenacity.retry_if_exception_type(BrokerUnavailable),

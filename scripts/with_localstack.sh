@@ -57,6 +57,8 @@ else
     export "$endpoint_var=http://127.0.0.1:$port"
     # Its log has one line per AWS request (`AWS sqs.SendMessage => 200`), handy for counting calls.
     export CLOUDQ_LOCALSTACK_LOG="$ROOT/.localstack/localstack-$port.log"
+    # A LocalStack is there for sure: tests must not skip for want of one (tests/conftest.py fails them).
+    export CLOUDQ_LOCALSTACK_STARTED=1
 fi
 
 # Not exec: the EXIT trap has to run after the command. `|| rc=$?` keeps set -e from exiting first.

@@ -26,8 +26,17 @@ TESTS_DIR = Path(__file__).resolve().parent
 _SKIP_REASON = "LocalStack not running; run make test or set CLOUDQ_TEST_ENDPOINT"
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return _flag("CI")
+
+
+def _localstack_started() -> bool:
+    """scripts/with_localstack.sh (``make test``) started or reused a LocalStack for this run."""
+    return _flag("CLOUDQ_LOCALSTACK_STARTED")
 
 
 def _healthy(endpoint: str) -> bool:
@@ -50,7 +59,7 @@ def localstack_endpoint() -> str:
     endpoint = os.environ.get("CLOUDQ_TEST_ENDPOINT", "").strip().rstrip("/")
     if endpoint and _healthy(endpoint):
         return endpoint
-    if _in_ci():
+    if _in_ci() or _localstack_started():
         pytest.fail(f"{_SKIP_REASON} (CLOUDQ_TEST_ENDPOINT={endpoint or '<unset>'})", pytrace=False)
     pytest.skip(_SKIP_REASON)
 
@@ -110,6 +119,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif kind in ("unit", "contract") and not is_integration:
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """When the test command started LocalStack, an integration test that skips (for whatever reason: a
+    fixture, a marker, a pytest.skip inside) is a failure: a green run must mean it ran. On a laptop
+    running pytest without LocalStack they still skip."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail") and _localstack_started() and item.get_closest_marker("integration"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"integration test skipped although the test command started LocalStack: {reason}"
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ translation), which the consumer retries and then drops with a warning.
 
 from __future__ import annotations
 
+import builtins
 import os
 import sqlite3
 import threading
@@ -146,11 +147,11 @@ class SqliteJobStore:
         with self._tx() as (db, now):
             self._finish(db, now, job_id, end)
 
-    def apply(self, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+    def apply(self, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> builtins.list[Any]:
         """Several ``claim``/``finish`` calls in one transaction (group commit): the consumer's writer thread
         hands over what accumulated while the previous transaction ran, so a busy worker pays one commit
         for many jobs. All or nothing: if the transaction fails, every call fails with the same error."""
-        steps = {"claim": self._claim, "finish": self._finish}
+        steps: dict[str, Callable[..., Any]] = {"claim": self._claim, "finish": self._finish}
         with self._tx() as (db, now):
             return [steps[name](db, now, *args, **kwargs) for name, args, kwargs in calls]
 
@@ -210,7 +211,8 @@ class SqliteJobStore:
         return _state(rows[0]) if rows else None
 
     def list(self, *, status: str | None = None, task: str | None = None, limit: int = 50) -> list[JobState]:
-        where, params = ["expires_at > ?"], [self.clock()]
+        where: builtins.list[str] = ["expires_at > ?"]
+        params: builtins.list[Any] = [self.clock()]
         for column, value in (("status", status), ("task", task)):
             if value:
                 where.append(f"{column} = ?")
@@ -250,7 +252,7 @@ class SqliteJobStore:
                     db.rollback()
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _read(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         with self._lock, translated():
             return self._connection().execute(sql, params).fetchall()
 

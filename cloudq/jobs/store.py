@@ -46,10 +46,13 @@ class Claim:
 class JobStore(Protocol):
     """Job state behind one small protocol; see the module docstring for each call's meaning."""
 
-    kind: str
-    """``local``, ``memory`` or ``dynamodb``."""
-    max_result_bytes: int
-    """The largest result (JSON bytes) a record can hold."""
+    @property
+    def kind(self) -> str:
+        """``local``, ``memory`` or ``dynamodb``."""
+
+    @property
+    def max_result_bytes(self) -> int:
+        """The largest result (JSON bytes) a record can hold."""
 
     def check(self) -> None:
         """Raise ConfigurationError (naming the table and how to create it) if the store cannot be used."""

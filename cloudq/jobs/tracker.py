@@ -32,7 +32,7 @@ import structlog
 from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import CloudQError, ConfigurationError
 from cloudq.jobs.group_commit import GroupCommit
-from cloudq.jobs.state import Finish, JobError, encode_result
+from cloudq.jobs.state import Finish, JobError, Status, encode_result
 from cloudq.retry import Outcome
 from cloudq.transient import call_retrying
 
@@ -192,26 +192,25 @@ class JobTracker:
             done.set_result(None)
             return
         retry = asyncio.ensure_future(self.call("finish", self.store.finish, job_id, end))
-        retry.add_done_callback(lambda _: done.done() or done.set_result(None))
+        retry.add_done_callback(lambda _: _resolve(done))
 
     def _end(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> Finish | None:
         kind = outcome.kind
         if kind in ("duplicate", "reschedule") or not job.task or (not settled.done and kind != "retry"):
             return None  # nothing ran, or the message stays and its next delivery decides
-        common = {"task": job.task, "queue": job.queue, "attempts": job.attempt, "enqueued_at": epoch(job.enqueued_at),
-                  "unique_key": job.headers.get(UNIQUE_HEADER)}  # fmt: skip
+        def ended(status: Status, **fields: Any) -> Finish:
+            return Finish(status, job.task, job.queue, job.attempt, epoch(job.enqueued_at), unique_key=job.headers.get(UNIQUE_HEADER), **fields)
+
         if kind == "ack":
             text, problem = encode_result(result, self.store.max_result_bytes)
             if problem:
                 logger.warning("job.result_not_stored", job_id=job.id, result_error=problem)
-            return Finish("succeeded", result_json=text, result_error=problem, **common)
+            return ended("succeeded", result_json=text, result_error=problem)
         if kind == "cancelled":
-            return Finish("cancelled", **common)
+            return ended("cancelled")
         error = outcome.error
         info = JobError(type(error).__name__ if error else "", (str(error) if error else "")[:_ERROR_CHARS], outcome.reason.get("cloudq-reason"))
-        if kind == "retry":
-            return Finish("retrying", error=info, **common)
-        return Finish("failed" if direct else "dead_lettered", error=info, **common)
+        return ended("retrying" if kind == "retry" else "failed" if direct else "dead_lettered", error=info)
 
     # -- the cancel watch -------------------------------------------------------------------
     def _ensure_watch(self) -> None:
@@ -233,3 +232,8 @@ class JobTracker:
                 if control is not None:
                     logger.info("job.cancel_requested", job_id=job_id)
                     control.cancel()
+
+
+def _resolve(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -150,7 +150,7 @@ def failed_ids(response: Any, deliveries: Sequence[Delivery]) -> set[str] | None
     if not isinstance(failures, list):
         return None
     ids = {f.get("itemIdentifier") if isinstance(f, Mapping) else None for f in failures}
-    return ids if ids <= known else None
+    return {str(i) for i in ids} if ids <= known else None
 
 
 def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals, callback: Any) -> bool:

@@ -219,7 +219,7 @@ class Worker:
 
     async def _until_stopped_or_drained(self, pollers: set[asyncio.Task[None]]) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
-        pending = set(pollers)
+        pending: set[asyncio.Task[Any]] = set(pollers)
         try:
             while pending and not self._stopping.is_set():
                 done, pending = await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)

@@ -284,7 +284,8 @@ def _parse_at(body: str) -> Schedule:
     if match is None:
         raise ScheduleError(f"at({body}) must be 'at(yyyy-mm-ddThh:mm:ss)', e.g. at(2030-01-31T09:30:00)")
     try:
-        when = datetime(*(int(part) for part in match.groups()))
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        when = datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
         raise ScheduleError(f"at({body}) is not a real date and time: {exc}") from None
     return Schedule(f"at({body})", "at", _At(when))

@@ -7,8 +7,9 @@ and timeouts stay at 1-2 seconds so the suite stays fast against a real service.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from cloudq.brokers.sqs import SqsBroker
 from cloudq.errors import BrokerUnavailable, QueueNotFound
 from cloudq.settings import Settings
 
-from .conftest import ContractBroker
+from .conftest import BROKERS, ContractBroker, FakeClock
 
 Advance = Callable[[float], None]
 
@@ -206,9 +207,15 @@ async def test_long_poll_returns_message_sent_during_wait(broker: ContractBroker
         await broker.asend(queue, [OutgoingMessage("late")])
 
     sender = asyncio.create_task(send_soon())
-    got = await broker.receive(queue, max_messages=10, wait_s=5)
+    receiving = asyncio.ensure_future(broker.receive(queue, max_messages=10, wait_s=20))
+    # Event order, not speed: the receive must be back before a timer half its wait long, which a receive
+    # that sat out its whole wait (and returned the message only at the end) never is.
+    half_wait = asyncio.ensure_future(asyncio.sleep(10))
+    done, _ = await asyncio.wait({receiving, half_wait}, return_when=asyncio.FIRST_COMPLETED)
+    half_wait.cancel()
     await sender
-    assert [d.body for d in got] == ["late"]
+    assert receiving in done, "the receive waited out its wait instead of returning with the message"
+    assert [d.body for d in receiving.result()] == ["late"]
 
 
 # -- prepare: the data plane's one look-up, before consuming ---------------------------------------
@@ -272,11 +279,14 @@ async def test_list_queues_by_prefix(broker: ContractBroker, queue: str) -> None
 
 
 # -- the admin plane -------------------------------------------------------------------------------
-@pytest.fixture
-def ops_broker(broker: ContractBroker) -> ContractBroker:
-    if isinstance(broker, SqsBroker):
-        pytest.skip("SQS's peek/redrive/purge are covered end to end in tests/integration/test_cli_ops.py")
-    return broker
+@pytest.fixture(params=["local", "memory"])
+async def ops_broker(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> AsyncIterator[ContractBroker]:
+    """The in-process brokers only: SQS's peek/redrive/purge are covered end to end in
+    tests/integration/test_cli_ops.py (so no "sqs" case is collected only to be skipped)."""
+    built = BROKERS[str(request.param)].build(clock, tmp_path)
+    yield built
+    await built.aclose()
+    built.close()
 
 
 async def test_peek_changes_nothing(ops_broker: ContractBroker, queue: str) -> None:

@@ -13,6 +13,8 @@ import cloudq
 from cloudq.queues import plan_queues
 from cloudq.runtimes.worker import Worker
 
+from ..aws_calls import AwsCalls
+
 
 @pytest.fixture
 def sqs_client(localstack_endpoint: str) -> Iterator[Any]:
@@ -20,6 +22,12 @@ def sqs_client(localstack_endpoint: str) -> Iterator[Any]:
     client = boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1")
     yield client
     client.close()
+
+
+@pytest.fixture
+def aws_calls(monkeypatch: pytest.MonkeyPatch) -> AwsCalls:
+    """Every AWS call of the clients cloudq builds from now on (botocore event hooks; see tests/aws_calls.py)."""
+    return AwsCalls().install(monkeypatch)
 
 
 @pytest.fixture

@@ -1,17 +1,21 @@
-"""A worker survives an SQS endpoint outage (connection refused) and resumes when it comes back."""
+"""The worker and the producer survive an SQS endpoint outage (connection refused) and resume when it comes back."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
 from structlog.testing import capture_logs
 
 import cloudq
 from cloudq.runtimes.worker import Worker
 
-from .conftest import ensure_queues
+from ..aws_calls import AwsCalls
+from .conftest import ensure_queues, receive_all
 
 
 class TcpProxy:
@@ -85,3 +89,39 @@ async def test_worker_keeps_polling_through_an_outage(make_settings: Any, locals
     direct.close()
     assert ran == [1]
     assert any(e["event"] == "worker.broker_unavailable" for e in logs)
+
+
+@pytest.mark.parametrize("path", ["delay", "adelay"])
+async def test_the_producer_retries_through_an_outage(path: str, make_settings: Any, localstack_endpoint: str, sqs_client: Any, aws_calls: AwsCalls) -> None:
+    """A send made while the endpoint refuses connections is retried (tenacity, after botocore's own retries)
+    and goes through once the endpoint is back: the job arrives once, .delay() and .adelay() alike."""
+    proxy = TcpProxy(urlparse(localstack_endpoint).port or 4566)
+    await proxy.start()
+    direct = cloudq.App("shop", settings=make_settings())
+    direct.task(name="t")(lambda i: None)
+    ensure_queues(direct)
+    app = cloudq.App("shop", settings=make_settings(endpoint_url=f"http://127.0.0.1:{proxy.port}", queue_prefix=direct.settings.queue_prefix))
+    t = app.task(name="t")(lambda i: None)
+
+    def send(i: int) -> Awaitable[Any]:
+        # The sync path in a thread: the proxy runs on this test's loop, which .delay() must not block.
+        return asyncio.to_thread(t.delay, i) if path == "delay" else t.adelay(i)
+
+    await send(0)  # the queue URL is resolved and the connections are open
+    await proxy.stop()
+    sending = asyncio.ensure_future(send(1))
+    for _ in range(600):  # until two sends have failed against the closed port
+        if len(aws_calls.of("SendMessage")) >= 3 or sending.done():
+            break
+        await asyncio.sleep(0.05)
+    assert not sending.done() and len(aws_calls.of("SendMessage")) >= 3
+    await proxy.start()
+    ref = await asyncio.wait_for(sending, 60)
+    await proxy.stop()
+    await app.aclose()
+    app.close()
+
+    url = sqs_client.get_queue_url(QueueName=direct.settings.queue_name("default"))["QueueUrl"]
+    bodies = [json.loads(m["Body"]) for m in receive_all(sqs_client, url, 2)]
+    assert sorted(b["args"] for b in bodies) == [[0], [1]] and ref.id in {b["id"] for b in bodies}
+    direct.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 import cloudq
 from cloudq.cli import main as cli_main
 
+from ..aws_calls import AwsCalls, entries
 from .conftest import ensure_queues, receive_all, run_worker_until
 
 
@@ -21,8 +21,8 @@ def app(make_settings: Any) -> Any:
     app.close()
 
 
-async def test_delay_runs_on_a_worker_and_deletes_in_batches(app: cloudq.App, sqs_client: Any) -> None:
-    """delay()/map() post envelopes; the worker runs them and deletes with DeleteMessageBatch."""
+async def test_delay_runs_on_a_worker_and_deletes_in_batches(app: cloudq.App, sqs_client: Any, aws_calls: AwsCalls) -> None:
+    """delay()/map() post envelopes; the worker runs them and deletes every one with DeleteMessageBatch."""
     done: list[int] = []
 
     @app.task(name="t")
@@ -30,13 +30,17 @@ async def test_delay_runs_on_a_worker_and_deletes_in_batches(app: cloudq.App, sq
         done.append(i)
 
     ensure_queues(app)
+    aws_calls.clear()
     t.delay(0)
     refs = t.map([(i,) for i in range(1, 25)])
-    assert len(refs) == 24 and app.broker.calls["send_message_batch"] == 3
+    assert len(refs) == 24 and [entries([c]) for c in aws_calls.of("SendMessageBatch")] == [10, 10, 4]
     worker = await run_worker_until(app, lambda w: w.stats.succeeded == 25)
     assert sorted(done) == list(range(25))
-    assert app.broker.calls.get("delete_message_batch", 0) <= 6  # ~3 batches of 10; never one per job
-    assert app.broker.stats(app.settings.queue_name("default")).visible == 0
+    deletes = aws_calls.of("DeleteMessageBatch")
+    assert entries(deletes) == 25 and 3 <= len(deletes) <= 6  # about 3 batches of 10; never one per job
+    assert not aws_calls.of("DeleteMessage")
+    stats = app.broker.stats(app.settings.queue_name("default"))
+    assert (stats.visible, stats.in_flight, stats.delayed) == (0, 0, 0)  # deleted, not merely in flight
     assert worker.stats.dead_lettered == 0
 
 
@@ -100,24 +104,29 @@ async def test_poison_lands_in_the_dlq_with_its_reason(app: cloudq.App, sqs_clie
     assert dead["Body"] == body
     assert attributes["cloudq-reason"] == reason and attributes["cloudq-attempts"] == "1"
     assert attributes["cloudq-source-queue"] == "default" and attributes["cloudq-error-type"]
-    assert app.broker.stats(app.settings.queue_name("default")).visible == 0
+    stats = app.broker.stats(app.settings.queue_name("default"))
+    assert (stats.visible, stats.in_flight) == (0, 0)  # deleted from the source, not left in flight
 
 
-async def test_failures_retry_with_backoff_then_dead_letter(make_settings: Any, sqs_client: Any) -> None:
+async def test_failures_retry_with_backoff_then_dead_letter(make_settings: Any, sqs_client: Any, aws_calls: AwsCalls) -> None:
     """A failing task is retried by visibility change (same message, receive count 2), then dead-lettered."""
     app = cloudq.App("shop", settings=make_settings(max_retries=1, retry_backoff_s=1))
-    attempts: list[float] = []
+    attempts: list[tuple[str, int]] = []
 
     @app.task(name="flaky")
     def flaky() -> None:
-        attempts.append(time.monotonic())
+        job = cloudq.current_job()
+        assert job is not None
+        attempts.append((job.message_id, job.attempt))
         raise RuntimeError("upstream 503")
 
     ensure_queues(app)
-    flaky.delay()
+    ref = flaky.delay()
     worker = await run_worker_until(app, lambda w: w.stats.dead_lettered == 1)
-    assert len(attempts) == 2 and worker.stats.retried == 1
-    assert attempts[1] - attempts[0] >= 0.5  # backoff applied, not an immediate redelivery
+    assert attempts == [(ref.message_id, 1), (ref.message_id, 2)] and worker.stats.retried == 1
+    # The backoff SQS was given: the first attempt's visibility set to retry_backoff_s (1 s at attempt 1), not 0.
+    [change] = aws_calls.of("ChangeMessageVisibilityBatch", "ChangeMessageVisibility")
+    assert [e["VisibilityTimeout"] for e in change.params.get("Entries", [change.params])] == [1]
     dlq_url = sqs_client.get_queue_url(QueueName=app.settings.dlq_name("default"))["QueueUrl"]
     [dead] = receive_all(sqs_client, dlq_url, 1)
     attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
@@ -140,19 +149,22 @@ async def test_fifo_queue_keeps_group_order(make_settings: Any) -> None:
     assert order == list(range(12))
 
 
-async def test_delayed_job_waits(app: cloudq.App) -> None:
-    """with_options(delay=2) keeps the job invisible for about 2 seconds."""
-    ran: list[float] = []
+async def test_delayed_job_waits(app: cloudq.App, aws_calls: AwsCalls) -> None:
+    """with_options(delay=2) sends the job with SQS's DelaySeconds=2: it is delayed, not visible, until it runs."""
+    ran: list[int] = []
 
     @app.task(name="t")
     def t() -> None:
-        ran.append(time.monotonic())
+        ran.append(1)
 
     ensure_queues(app)
-    sent = time.monotonic()
     t.with_options(delay=2).delay()
+    [send] = aws_calls.of("SendMessage", "SendMessageBatch")
+    assert [e.get("DelaySeconds") for e in send.params.get("Entries", [send.params])] == [2]
+    stats = app.broker.stats(app.settings.queue_name("default"))
+    assert (stats.visible, stats.delayed) == (0, 1)
     await run_worker_until(app, lambda w: w.stats.succeeded == 1)
-    assert ran[0] - sent >= 1.5
+    assert ran == [1]
 
 
 def test_queues_ensure_creates_queue_and_dlq_with_redrive_policy(make_settings: Any, sqs_client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: Any) -> None:

@@ -29,6 +29,11 @@ def slow(marker: str, seconds: float) -> None:
     time.sleep(seconds)
     with open(marker, "a") as f:
         f.write(f"done {os.getpid()}\\n")
+
+@app.task(name="bill", queue="billing")
+def bill(marker: str) -> None:
+    with open(marker, "a") as f:
+        f.write("billed\\n")
 '''
 
 
@@ -52,6 +57,9 @@ def proc_env(make_settings: Any, tmp_path: Path) -> tuple[dict[str, str], cloudq
     @app.task(name="slow")
     def slow(marker: str, seconds: float) -> None: ...
 
+    @app.task(name="bill", queue="billing")
+    def bill(marker: str) -> None: ...
+
     ensure_queues(app)
     return env, app
 
@@ -72,21 +80,23 @@ def wait_for_line(path: Path, text: str, timeout_s: float = 20) -> None:
     raise AssertionError(f"{text!r} not in {path} after {timeout_s}s")
 
 
-def test_sigterm_lets_the_running_job_finish_then_exits_zero(proc_env: Any, tmp_path: Path) -> None:
-    """SIGTERM mid-job: stop receiving, finish the job, delete it, exit 0."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_lets_the_running_job_finish_then_exits_zero(sig: signal.Signals, proc_env: Any, tmp_path: Path) -> None:
+    """SIGTERM mid-job, or SIGINT (Ctrl-C) the same way: stop receiving, finish the job, delete it, exit 0."""
     env, app = proc_env
     marker = tmp_path / "marker.txt"
     app.registry["slow"].delay(str(marker), 2.0)
     worker = start_worker(env, tmp_path, "-c", "2")
     try:
         wait_for_line(marker, "start")
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(sig)
         out, _ = worker.communicate(timeout=30)
     finally:
         worker.kill()
     assert worker.returncode == 0, out
     assert "done" in marker.read_text()
-    assert '"event": "worker.stopping"' in out and '"reason": "SIGTERM"' in out
+    assert '"event": "worker.stopping"' in out and f'"reason": "{sig.name}"' in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
     stats = app.broker.stats(app.settings.queue_name("default"))
     assert (stats.visible, stats.in_flight) == (0, 0)
 
@@ -113,3 +123,21 @@ def test_sigkill_mid_job_loses_nothing(proc_env: Any, tmp_path: Path) -> None:
     lines = marker.read_text().split()
     assert lines.count("done") == 1 and f"done {second.pid}" in marker.read_text()
     assert '"attempt": 2' in out
+
+
+def test_worker_q_consumes_only_the_queues_it_names(proc_env: Any, tmp_path: Path) -> None:
+    """`cloudq worker APP -q billing --burst` runs the billing job and leaves the default queue's job waiting."""
+    env, app = proc_env
+    marker = tmp_path / "marker.txt"
+    app.registry["bill"].delay(str(marker))
+    app.registry["slow"].delay(str(marker), 0.0)
+    worker = start_worker(env, tmp_path, "-q", "billing", "--burst")
+    try:
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, out
+    assert marker.exists() and marker.read_text().split() == ["billed"], out
+    assert '"queues": ["billing"]' in out
+    billing, default = (app.broker.stats(app.settings.queue_name(q)) for q in ("billing", "default"))
+    assert (billing.visible, billing.in_flight) == (0, 0) and (default.visible, default.in_flight) == (1, 0)

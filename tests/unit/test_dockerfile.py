@@ -150,14 +150,21 @@ def test_entry_point_runs_and_health_check_follows_the_worker(tmp_path: Path) ->
         "CLOUDQ_LOCAL_PATH": str(tmp_path / "q.db"),
         "CLOUDQ_HEARTBEAT_PATH": str(heartbeat),
         "CLOUDQ_WAIT_TIME_S": "1",
+        "CLOUDQ_VISIBILITY_TIMEOUT_S": "1",  # the heartbeat ticks every 0.25 s (a quarter of it)
         "CLOUDQ_LOG_FORMAT": "json",
     }
     assert cloudq("health", env=env, cwd=tmp_path).returncode == 1  # no worker yet
     worker = subprocess.Popen([sys.executable, "-m", "cloudq", "worker"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        # Kept fresh, not written once: an idle worker rewrites the file with a later time again and again.
+        stamps: list[float] = []
         deadline = time.monotonic() + 30
-        while not heartbeat.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while len(stamps) < 4 and time.monotonic() < deadline:
+            text = heartbeat.read_text() if heartbeat.exists() else ""
+            if text.strip() and (not stamps or float(text) > stamps[-1]):
+                stamps.append(float(text))
+            time.sleep(0.05)
+        assert len(stamps) == 4 and stamps == sorted(set(stamps)), stamps
         healthy = cloudq("health", env=env, cwd=tmp_path)
         assert healthy.returncode == 0, healthy.stderr
         worker.send_signal(signal.SIGTERM)

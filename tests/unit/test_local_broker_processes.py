@@ -45,8 +45,9 @@ def consume_all(path: str, start: Barrier, results: Any) -> None:
 def receive_and_hang(path: str, holding: Event, results: Any) -> None:
     """Receive messages, report them, then hang until killed without acking."""
     broker = LocalBroker(path)
+    before = time.time()
     got = broker.receive_now(QUEUE, 10)
-    results.put((time.time(), [d.message_id for d in got]))
+    results.put((before, time.time(), [d.message_id for d in got]))
     holding.set()
     time.sleep(60)
 
@@ -91,17 +92,21 @@ def test_killed_consumer_loses_nothing(tmp_path: Path) -> None:
     victim = SPAWN.Process(target=receive_and_hang, args=(path, holding, results))
     victim.start()
 
-    received_at, taken = results.get(timeout=30)
+    before, after, taken = results.get(timeout=30)
     assert holding.wait(timeout=30) and sorted(taken) == sorted(sent)
     victim.kill()
     join(victim)
-    early = broker.receive_now(QUEUE, 10)
-    if time.time() < received_at + 0.9:  # only meaningful while the timeout surely runs
-        assert early == []
-
-    back = asyncio.run(broker.receive(QUEUE, max_messages=10, wait_s=5)) if not early else early
+    # The child's receive hid the rows until (its receive time + 1 s), between before + 1 and after + 1. A
+    # reader whose clock says "before + 0.9" must find them hidden, and one at "after + 1.01" must get them
+    # all back, however long the kill took.
+    now = [before + 0.9]
+    reader = LocalBroker(path, clock=lambda: now[0])
+    assert reader.receive_now(QUEUE, 10) == []
+    now[0] = after + 1.01
+    back = reader.receive_now(QUEUE, 10)
     assert sorted(d.message_id for d in back) == sorted(sent)
     assert {d.receive_count for d in back} == {2}
+    reader.close()
 
 
 def test_pending_jobs_survive_restart(tmp_path: Path) -> None:

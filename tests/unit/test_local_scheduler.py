@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,15 +107,37 @@ def test_concurrent_claims_take_a_tick_once(workers: list[LocalScheduler], clock
     assert len(results) == 8 and sum(r is not None for r in results) == 1
 
 
-async def test_run_ticks_until_stopped(workers: list[LocalScheduler], clock: Clock) -> None:
-    """run() keeps ticking on its interval and returns promptly when the worker stops."""
+async def test_run_ticks_until_stopped(workers: list[LocalScheduler], clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run() keeps ticking, fires what falls due between ticks, and when the worker stops it returns at once,
+    in the middle of an hour-long pause between ticks, without another tick."""
     scheduler = workers[0]
     scheduler.tick_s = 0.01
+    ticks: list[float] = []
+    real_tick = scheduler.tick
+
+    async def counted_tick() -> int:
+        ticks.append(clock.now)
+        return await real_tick()
+
+    monkeypatch.setattr(scheduler, "tick", counted_tick)
     stopping = asyncio.Event()
     runner = asyncio.create_task(scheduler.run(stopping))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(ticks) >= 3)
     clock.now += 60
-    await asyncio.sleep(0.05)
+    await until(lambda: scheduler.fired == 1)
+    scheduler.tick_s = 3600
+    seen = len(ticks)
+    await until(lambda: len(ticks) > seen)  # now inside the hour-long pause after that tick
     stopping.set()
-    await asyncio.wait_for(runner, 1)
-    assert scheduler.fired == 1
+    for _ in range(20):  # a few turns of the loop, no time: the pause waits on the event, not on a sleep
+        if runner.done():
+            break
+        await asyncio.sleep(0)
+    assert runner.done() and runner.exception() is None
+    assert len(ticks) == seen + 1 and scheduler.fired == 1
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (the test's own timeout bounds the wait)."""
+    while not condition():
+        await asyncio.sleep(0.005)

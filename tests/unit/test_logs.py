@@ -194,3 +194,57 @@ def test_the_lambda_handler_writes_stdlib_lines_with_the_request_and_job(capsys:
         handler.close()
     [line] = [line for line in json_lines(capsys.readouterr().out) if line.get("logger") == "shop"]
     assert line["event"] == "notifying" and line["aws_request_id"] == "req-7" and line["task"] == "shop.notify"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+async def test_job_arguments_never_reach_the_logs_at_info(fmt: str) -> None:
+    """A worker at INFO runs jobs whose arguments hold a secret through every fate (success, retry then dead
+    letter, Reject, bad arguments, an envelope that is not valid, an ETA re-send), with the producer's and the
+    worker's own lines and tracebacks: the secret is nowhere in what it writes."""
+    import uuid
+    from datetime import timedelta
+
+    import cloudq
+    from cloudq.brokers.base import OutgoingMessage
+    from cloudq.brokers.memory import MemoryBroker
+    from cloudq.envelope import Envelope, utcnow
+    from cloudq.runtimes.worker import Worker
+
+    out = io.StringIO()
+    configure_logging(fmt, "INFO", stream=out)  # type: ignore[arg-type]
+    secret = uuid.uuid4().hex  # made at run time: no source line shown in a traceback holds it
+    broker = MemoryBroker()
+    app = cloudq.App("shop", settings=cloudq.Settings(broker="memory", max_retries=1, retry_backoff_s=1), broker=broker)
+
+    @app.task(name="ok")
+    def ok(card: str, *, note: str = "") -> None:
+        logging.getLogger("shop").info("charging")  # task code's own stdlib line, at INFO
+
+    @app.task(name="flaky")
+    def flaky(card: str) -> None:
+        raise RuntimeError("upstream 503")
+
+    @app.task(name="refuse")
+    async def refuse(card: str) -> None:
+        raise cloudq.Reject("refund window closed")
+
+    ok.delay(secret, note=secret)
+    ok.map([(secret,), {"card": secret}])
+    await ok.adelay(secret)
+    flaky.delay(secret)
+    refuse.delay(secret)
+    bodies = [
+        json.dumps({"task": "ok", "args": [secret, secret, secret]}),  # arguments that do not bind
+        json.dumps({"task": "ok", "args": {"card": secret}}),  # args not a list: not an envelope
+        json.dumps({"task": "ok", "args": [secret], "kwargs": [secret]}),
+        '{"task": "ok", "args": ["' + secret + '"',  # not JSON
+        Envelope("ok", (secret,), {}, eta=utcnow() + timedelta(hours=1)).encode(),
+    ]
+    broker.send("default", [OutgoingMessage(body) for body in bodies])
+    worker = Worker(app, burst=True, burst_wait_s=0, burst_retry_wait_s=5)
+    await worker.run()
+
+    text = out.getvalue()
+    assert worker.stats.succeeded == 4 and worker.stats.dead_lettered == 6 and worker.stats.rescheduled == 1, text[-3000:]
+    assert all(word in text for word in ("job.succeeded", "job.retrying", "job.dead_lettered", "job.rescheduled", "charging", "RuntimeError"))
+    assert secret not in text

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 import cloudq.schedules
 from cloudq.errors import ConfigurationError, ScheduleError
-from cloudq.schedules import Schedule, parse_schedule
+from cloudq.schedules import Schedule, expressions, parse_schedule
 
 pytestmark = pytest.mark.unit
 
@@ -286,12 +285,28 @@ def test_day_31_skips_short_months() -> None:
     assert fires("cron(0 0 31 * ? *)", utc(2025, 1, 31), 3) == [utc(2025, 3, 31), utc(2025, 5, 31), utc(2025, 7, 31)]
 
 
-def test_february_29_fires_only_in_leap_years() -> None:
-    """Feb 29 is found years ahead, and 2100 (divisible by 100, not 400) is skipped."""
-    started = time.perf_counter()
+@pytest.fixture
+def month_scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every (year, month) the cron search looks into: its steps, counted instead of timed."""
+    scans: list[tuple[int, int]] = []
+    real = expressions._DaySpec.days_in
+
+    def days_in(self: expressions._DaySpec, year: int, month: int) -> list[int]:
+        scans.append((year, month))
+        return real(self, year, month)
+
+    monkeypatch.setattr(expressions._DaySpec, "days_in", days_in)
+    return scans
+
+
+def test_february_29_fires_only_in_leap_years(month_scans: list[tuple[int, int]]) -> None:
+    """Feb 29 is found years ahead, and 2100 (divisible by 100, not 400) is skipped, looking into each
+    February once (a month at a time, not a day or a minute at a time)."""
     assert fires("cron(0 0 29 2 ? *)", utc(2024, 3, 1), 2) == [utc(2028, 2, 29), utc(2032, 2, 29)]
+    assert month_scans == [(year, 2) for year in range(2025, 2033)]
+    month_scans.clear()
     assert fires("cron(0 0 29 2 ? *)", utc(2096, 3, 1), 1) == [utc(2104, 2, 29)]
-    assert time.perf_counter() - started < 0.5
+    assert month_scans == [(year, 2) for year in range(2097, 2105)]
 
 
 @pytest.mark.parametrize(
@@ -305,13 +320,15 @@ def test_february_29_fires_only_in_leap_years() -> None:
         "cron(* * 31 2 ? *)",
     ],
 )
-def test_schedules_that_never_fire_return_nothing_quickly(expression: str) -> None:
-    """An expression that can never fire again returns [] / None instead of searching forever."""
+def test_schedules_that_never_fire_return_nothing_quickly(expression: str, month_scans: list[tuple[int, int]]) -> None:
+    """An expression that can never fire again returns [] / None instead of searching forever: it looks
+    into each of its months up to 2199 at most once per call."""
     schedule = parse_schedule(expression)
-    started = time.perf_counter()
     assert schedule.next_fire_times(utc(2025, 1, 1), 3) == []
     assert schedule.next_fire_time(utc(2025, 1, 1)) is None
-    assert time.perf_counter() - started < 1.0
+    per_call = month_scans[: len(month_scans) // 2]
+    assert month_scans == per_call * 2 and len(set(per_call)) == len(per_call)
+    assert all(2025 <= year <= 2199 for year, _ in per_call)
 
 
 def test_search_ends_with_2199() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 import cloudq
 from cloudq.brokers.memory import MemoryBroker
+from cloudq.envelope import parse_time
 
 pytestmark = pytest.mark.unit
 
@@ -24,11 +26,23 @@ def app(broker: MemoryBroker) -> cloudq.App:
     return cloudq.App("shop", settings=cloudq.Settings(broker="memory", queue_prefix="p-"), broker=broker)
 
 
+PUBLIC_API = {
+    "App", "ArgumentsError", "BrokerError", "BrokerUnavailable", "CloudQError", "ConfigurationError", "Envelope",
+    "EnvelopeError", "Job", "JobCancelled", "JobError", "JobFailed", "JobNotFound", "JobRef", "JobState", "JobStore",
+    "Middleware", "Outcome", "QueueNotFound", "Reject", "ResultUnavailable", "Retry", "ScheduleError",
+    "SendOptions", "Settings", "Task", "TaskNotFound", "TaskSignal", "__version__", "current_job",
+}  # fmt: skip
+
+
 def test_public_api_is_exactly_all() -> None:
-    """Everything in cloudq.__all__ exists and the contract names are there."""
+    """cloudq.__all__ is exactly the public API (no name more, none less), each name exists, and the package
+    exposes no other public name."""
+    assert set(cloudq.__all__) == PUBLIC_API and len(cloudq.__all__) == len(PUBLIC_API)
     for name in cloudq.__all__:
         assert hasattr(cloudq, name), name
-    assert {"App", "Settings", "JobRef", "Retry", "Reject"} <= set(cloudq.__all__)
+    modules_and_typing = {"annotations", "TYPE_CHECKING", "Any"}
+    exposed = {n for n in dir(cloudq) if not n.startswith("_") and not inspect.ismodule(getattr(cloudq, n))} - modules_and_typing
+    assert exposed == PUBLIC_API - {"__version__"}
 
 
 def test_task_name_defaults_to_module_and_function(app: cloudq.App) -> None:
@@ -107,9 +121,16 @@ def test_long_delays_become_an_eta(app: cloudq.App, broker: MemoryBroker) -> Non
     @app.task(name="t")
     def t() -> None: ...
 
+    now = [1000.0]
+    broker.clock = lambda: now[0]
     t.with_options(delay=3600).delay()
     body = json.loads(broker.messages("p-default")[0])
-    assert body["eta"] is not None
+    eta, enqueued_at = (parse_time(body[k], field_name=k) for k in ("eta", "enqueued_at"))
+    assert eta - enqueued_at == timedelta(hours=1)
+    now[0] += 899.9  # sent with SQS's maximum delay, 900 s: not visible before
+    assert (broker.stats("p-default").visible, broker.stats("p-default").delayed) == (0, 1)
+    now[0] += 0.2
+    assert broker.stats("p-default").visible == 1
 
 
 def test_fifo_options_are_validated(app: cloudq.App) -> None:

@@ -189,38 +189,54 @@ async def test_outcome_log_lines_carry_job_context(app: cloudq.App) -> None:
 
 
 async def test_sync_and_async_tasks_share_the_concurrency_bound(app: cloudq.App) -> None:
-    """-c 3 never runs more than 3 jobs at once, sync (threads) and async (loop) together."""
+    """-c 3 runs exactly 3 jobs at once, never more, sync (threads) and async (loop) together."""
     running = 0
     peak = 0
+    mixes: set[tuple[str, ...]] = set()  # the kinds of the jobs running together whenever 3 ran
+    kinds: list[str] = []
     lock = threading.Lock()
+    full = threading.Event()  # three jobs ran at once: from then on nobody waits
 
-    def enter() -> None:
+    def enter(kind: str) -> None:
         nonlocal running, peak
         with lock:
             running += 1
+            kinds.append(kind)
             peak = max(peak, running)
+            if running == 3:
+                mixes.add(tuple(sorted(kinds)))
+                full.set()
 
-    def leave() -> None:
+    def leave(kind: str) -> None:
         nonlocal running
         with lock:
             running -= 1
+            kinds.remove(kind)
 
+    # Each job holds its slot until three run at once (or 2 s pass, which fails the test below): a worker
+    # that ran them one or two at a time could not pass by luck, nor one that ran four.
     @app.task(name="s")
     def s() -> None:
-        enter()
-        time.sleep(0.02)
-        leave()
+        enter("sync")
+        full.wait(2)
+        time.sleep(0.005)
+        leave("sync")
 
     @app.task(name="a")
     async def a() -> None:
-        enter()
-        await asyncio.sleep(0.02)
-        leave()
+        enter("async")
+        for _ in range(400):
+            if full.is_set():
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)
+        leave("async")
 
     s.map([()] * 10)
     a.map([()] * 10)
     worker = await burst(app, concurrency=3)
-    assert worker.stats.succeeded == 20 and peak <= 3
+    assert worker.stats.succeeded == 20 and peak == 3
+    assert any(0 < mix.count("sync") < 3 for mix in mixes), mixes  # the bound is shared, not one per kind
 
 
 async def test_max_tasks_stops_the_worker(app: cloudq.App, broker: MemoryBroker) -> None:

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 import cloudq
-from cloudq.schedules.local import LocalScheduler
+from cloudq.schedules.local import LocalScheduler, last_fire_times, owner_of
 from cloudq.runtimes.worker import Worker
 
 pytestmark = pytest.mark.unit
@@ -51,12 +52,36 @@ async def test_two_local_workers_fire_a_periodic_task_once_per_tick(tmp_path: Pa
     assert len(runs) == 1
 
 
-def test_workers_on_sqs_fire_nothing_unless_asked() -> None:
-    """On SQS EventBridge fires schedules; a worker does so only with fire_schedules=True."""
-    app = cloudq.App("sched", settings=cloudq.Settings(broker="sqs"))
+async def test_workers_off_the_local_broker_fire_nothing_unless_asked(tmp_path: Path) -> None:
+    """Off the local broker (SQS in production; the memory broker here) EventBridge fires schedules: a worker
+    fires a due tick only with fire_schedules=True; one without the flag never even claims it."""
+    runs: list[str] = []
+    apps = {}
+    for label in ("plain", "flagged"):
+        app = cloudq.App("sched", settings=cloudq.Settings(broker="memory", local_path=str(tmp_path / "leases.db"), queue_prefix=f"{label}-"))
+        app.periodic("rate(1 hour)", name="tick")(lambda label=label: runs.append(label))
+        apps[label] = app
+        seed = LocalScheduler(app, clock=lambda: time.time() - 7200)  # a tick is due now for both
+        assert seed.claim(app.periodic_tasks["tick"]) is None
+        seed.close()
+    seeded = last_fire_times(str(tmp_path / "leases.db"), owner_of(apps["plain"]))
 
-    @app.periodic("rate(5 minutes)", name="tick")
-    def tick() -> None: ...
+    plain, flagged = Worker(apps["plain"], concurrency=2), Worker(apps["flagged"], concurrency=2, fire_schedules=True)
+    with capture_logs() as logs:
+        running = [asyncio.create_task(plain.run())]
+        while not any(e["event"] == "worker.started" for e in logs):
+            await asyncio.sleep(0.01)
+        running.append(asyncio.create_task(flagged.run()))
+        for _ in range(200):  # the flagged worker claims the tick, sends it and runs its job
+            if runs:
+                break
+            await asyncio.sleep(0.05)
+        plain.stop()
+        flagged.stop()
+        await asyncio.wait_for(asyncio.gather(*running), 10)
 
-    assert not Worker(app).fire_schedules
-    assert Worker(app, fire_schedules=True).fire_schedules
+    assert runs == ["flagged"]
+    # The plain worker's scheduler would have claimed its tick first thing: its lease is as seeded.
+    assert last_fire_times(str(tmp_path / "leases.db"), owner_of(apps["plain"])) == seeded
+    assert apps["plain"].broker.stats("plain-default").visible == 0  # type: ignore[attr-defined]
+    assert [e["tasks"] for e in logs if e["event"] == "worker.firing_schedules"] == [["tick"]]  # the flagged one only
