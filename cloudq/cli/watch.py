@@ -121,7 +121,7 @@ class CloudWatchAges:
             from cloudq.aws.clients import client
 
             self._client = client("cloudwatch", self._settings)
-        end = datetime.now(timezone.utc)
+        end = datetime.now(timezone.utc) + timedelta(minutes=1)  # the current minute's datapoint included
         queries = [
             {
                 "Id": f"q{i}", "ReturnData": True,
@@ -134,7 +134,7 @@ class CloudWatchAges:
         found: dict[str, float] = {}
         for start in range(0, len(queries), 500):  # GetMetricData takes 500 queries a call
             response = self._client.get_metric_data(
-                MetricDataQueries=queries[start : start + 500], StartTime=end - timedelta(minutes=10), EndTime=end, ScanBy="TimestampDescending"
+                MetricDataQueries=queries[start : start + 500], StartTime=end - timedelta(minutes=11), EndTime=end, ScanBy="TimestampDescending"
             )
             for result in response.get("MetricDataResults", []):
                 if result.get("Values"):
