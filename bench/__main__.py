@@ -17,7 +17,7 @@ from bench.common import BenchError, Deadline, LocalStackLog, QueueFactory, aws_
 from bench.common import sqs_client, start_watchdog, unique_name
 from bench.report import Report
 
-SECTIONS = ("sqs", "producer", "cli", "local", "jobs", "payloads")
+SECTIONS = ("sqs", "producer", "cli", "obs", "local", "jobs", "payloads")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--middleware", choices=("auto", "off"), default="auto",
         help="cli section: also run `cloudq worker` with one no-op middleware when cloudq has the API (auto, default)",
     )  # fmt: skip
+    parser.add_argument("--obs-rounds", type=int, default=5, help="rounds per side of the obs section (default 5)")
     parser.add_argument("--local-jobs", type=int, default=5000, help="jobs per round of the local bench (default 5000)")
     parser.add_argument("--store-jobs", type=int, default=3000, help="jobs per round of the job-state bench, local store (default 3000)")
     parser.add_argument("--dynamodb-jobs", type=int, default=300, help="jobs per round of the job-state bench on moto's DynamoDB (default 300)")
@@ -111,6 +112,23 @@ def run_cli(args: argparse.Namespace, report: Report, endpoint: str, log: LocalS
         client.close()
 
 
+def run_obs(args: argparse.Namespace, report: Report, endpoint: str, log: LocalStackLog, deadline: Deadline) -> None:
+    """Spawned `cloudq worker` drains: metrics none vs EMF, tracing off vs the OTel SDK (bench/obs_drain.py)."""
+    from bench.cli_drain import CliBench
+    from bench.obs_drain import obs_rounds
+
+    client = sqs_client(endpoint, pool=10)
+    queues = QueueFactory(client, unique_name("obs").removeprefix("obs-"))
+    cli = CliBench(endpoint, client, queues, log, timeout_s=min(180.0, deadline.remaining()))
+    try:
+        report.observability(obs_rounds(cli, args.cli_jobs, args.concurrency, args.obs_rounds), args.concurrency)
+    finally:
+        left = queues.delete_all()
+        if left:
+            print(f"bench: could not delete {len(left)} queue(s): {left}", file=sys.stderr)
+        client.close()
+
+
 def run_local(args: argparse.Namespace, report: Report, deadline: Deadline) -> None:
     from bench.local import cloudq_round, huey_round
 
@@ -161,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     aws_defaults()
     endpoint = os.environ.get("CLOUDQ_BENCH_ENDPOINT")
-    needs_sqs = bool({"sqs", "producer", "cli", "payloads"} & set(args.only)) or ("jobs" in args.only and bool(os.environ.get("CLOUDQ_BENCH_DYNAMODB")))
+    needs_sqs = bool({"sqs", "producer", "cli", "obs", "payloads"} & set(args.only)) or ("jobs" in args.only and bool(os.environ.get("CLOUDQ_BENCH_DYNAMODB")))
     try:
         if needs_sqs:
             endpoint = require_localstack(endpoint)
@@ -180,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(("sqs", lambda: run_sqs(args, report, endpoint or "", log, deadline)))
     if "cli" in args.only:
         sections.append(("cli", lambda: run_cli(args, report, endpoint or "", log, deadline)))
+    if "obs" in args.only:
+        sections.append(("obs", lambda: run_obs(args, report, endpoint or "", log, deadline)))
     if "local" in args.only:
         sections.append(("local", lambda: run_local(args, report, deadline)))
     if "jobs" in args.only:

@@ -3,6 +3,8 @@
 Settings come from ``CLOUDQ_*`` as for any user's worker. The one task is a sync no-op that records when it
 ran (:func:`bench.jobclock.tick`), under the name the raw producer's bodies use.
 
+``BENCH_OTEL=1`` sets up the OpenTelemetry SDK with a no-op exporter first (section ``obs``, :mod:`bench.obs_drain`).
+
 ``BENCH_MIDDLEWARE=1`` installs one no-op middleware that overrides every hook with a pass-through (so the
 chain really calls it for each job; a bare ``cloudq.Middleware()`` would be skipped, costing nothing). Issue 10:
 the drain with it should be at least 95% of the drain without. Until cloudq has the middleware API this is skipped, and the job clock
@@ -19,6 +21,27 @@ from bench import jobclock
 __all__ = ["app", "noop"]
 
 TASK_NAME = "bench.noop"  # the same as bench.sqs_drain.TASK_NAME, without importing that module here
+
+
+
+def _install_otel_sdk() -> None:
+    """BENCH_OTEL=1 (section obs): the SDK's TracerProvider with a batch processor whose exporter drops
+    every batch, set globally before the App is built, as ``opentelemetry-instrument`` would."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+
+
+if os.environ.get("BENCH_OTEL") == "1":
+    _install_otel_sdk()
 
 app = cloudq.App("bench")
 

@@ -41,6 +41,8 @@ __all__ = ["CliRound", "CliBench", "MapRound", "middleware_available", "rotate"]
 ROOT = Path(__file__).resolve().parents[1]
 LOGICAL_QUEUE = "drain"
 PYCACHE = os.path.join(tempfile.gettempdir(), "cloudq-bench-pycache")
+# Section obs (bench.obs_drain): the worker with EMF metrics, or with the OpenTelemetry SDK and a no-op exporter.
+OBSERVABILITY_ENV = {"cloudq+emf": {"CLOUDQ_METRICS": "emf"}, "cloudq+otel": {"BENCH_OTEL": "1", "CLOUDQ_TRACING": "otel"}}
 
 
 def middleware_available() -> bool:
@@ -135,6 +137,7 @@ class CliBench:
                 command = [*_cloudq_command(), "worker", "bench.cli_app:app", "-q", LOGICAL_QUEUE, "-c", str(concurrency), "--max-tasks", str(n)]
                 if side == "cloudq+mw":
                     env["BENCH_MIDDLEWARE"] = "1"
+                env.update(OBSERVABILITY_ENV.get(side, {}))  # the obs section's sides (bench.obs_drain)
                 if side == "cloudq-core":  # as in the Docker image: core dependencies only, so no rich
                     env["BENCH_HIDE"] = "rich"
                     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench" / "core_deps"), _child_env({})["PYTHONPATH"]])

@@ -200,6 +200,33 @@ class Report:
             self.lines.append(f"  with middleware vs without: {section['middleware_ratio']:.0%}")
         self._goals(goals)
 
+    def observability(self, rounds: dict[str, list[CliRound]], concurrency: int) -> None:
+        """Section obs: the worker with EMF metrics and with the OTel SDK against the worker with neither."""
+        sides = {side: summarize_cli(r) for side, r in rounds.items() if r}
+        ref = sides["cloudq"]
+        for side, s in sides.items():
+            if side != "cloudq":
+                s["ratio"] = round(s["jobs_per_s"] / ref["jobs_per_s"], 3) if ref["jobs_per_s"] else 0.0
+                # Round i of every side ran in the same window (the sides rotate within it): the median of the
+                # per-window ratios cancels the load that other processes put on a shared machine over time.
+                s["paired_ratio"] = round(median(a.rate / b.rate for a, b in zip(rounds[side], rounds["cloudq"]) if b.rate), 3)
+                s["cpu_ms_per_job_over_ref"] = round(s["cpu_ms_per_job"] - ref["cpu_ms_per_job"], 3)
+        emf, otel = sides["cloudq+emf"], sides["cloudq+otel"]
+        goals = {"emf_paired_ratio>=0.95": emf["paired_ratio"] >= 0.95, "otel_paired_ratio>=0.85": otel["paired_ratio"] >= 0.85}
+        jobs = rounds["cloudq"][0].jobs
+        self.data["observability"] = {**sides, "jobs": jobs, "concurrency": concurrency, "rounds": len(rounds["cloudq"]), "goals": goals}
+        self.lines += [
+            "", f"Observability, spawned `cloudq worker -c {concurrency}`: {jobs} no-op sync jobs per round, {len(rounds['cloudq'])} rounds per side",
+            f"  {'':44} {'jobs/s':>7} {'vs ref':>7} {'paired':>7}  {'CPU ms/job':>10} {'+ms':>7}  rounds jobs/s",
+        ]  # fmt: skip
+        labels = {"cloudq": "metrics none, tracing off", "cloudq+emf": "CLOUDQ_METRICS=emf", "cloudq+otel": "OTel SDK, batch processor, no-op exporter"}
+        for side, s in sides.items():
+            vs = f"{s['ratio']:7.0%} {s['paired_ratio']:7.0%}" if "ratio" in s else f"{'(ref)':>7} {'':7}"
+            more = f"{s['cpu_ms_per_job_over_ref']:+7.3f}" if "ratio" in s else f"{'':7}"
+            self.lines.append(f"  {labels[side]:44} {s['jobs_per_s']:7.0f} {vs}  {s['cpu_ms_per_job']:10.3f} {more}  {s['rounds_jobs_per_s']}")
+        self.lines.append("  (vs ref: median rate over median rate; paired: median of the rounds' ratios, each round's sides run back to back)")
+        self._goals(goals)
+
     def map_fresh(self, rounds: dict[str, list[MapRound]]) -> None:
         """``.map()`` in a fresh process against raw SendMessageBatch in one, three ways of timing it."""
         windows = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from cloudq.consumer import Consumer
     from cloudq.jobs.store import JobStore
     from cloudq.payloads import PayloadStore
+    from cloudq.observability import Observability
+    from cloudq.observability.metrics import Metrics
     from cloudq.runtimes.aws_lambda import LambdaHandler
     from cloudq.schedules.periodic import PeriodicSpec
     from cloudq.settings import Settings
@@ -96,6 +99,8 @@ class App:
         self._wire: Wire | None = None
         self.producer = Producer(self._settings, lambda: self.broker, self.middleware, lambda: self.job_store, lambda: self.wire)
         self._consumer: Consumer | None = None
+        self._observability: Observability | None = None
+        self._observe()
 
     @property
     def settings(self) -> Settings | EnvSettings:
@@ -108,6 +113,7 @@ class App:
         self._consumer = None
         self._job_store, self._job_store_built = None, False
         self._wire = None
+        self._observe()
 
     @property
     def wire(self) -> Wire:
@@ -117,6 +123,35 @@ class App:
 
             self._wire = Wire.from_settings(self._settings, store=self._payload_store)
         return self._wire
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The app's metrics (``CLOUDQ_METRICS``), None when off; the worker adds its receive records here."""
+        return self._observability.metrics if self._observability is not None else None
+
+    def _observe(self) -> None:
+        """Install metrics and tracing as the settings ask (see :mod:`cloudq.observability`), outermost.
+
+        Checked without importing anything: with ``CLOUDQ_METRICS=none`` and no OpenTelemetry in the
+        process (the default), nothing is installed and the job path is what it was.
+        """
+        if self._observability is not None:
+            for middleware in self._observability.middleware:
+                self.middleware.remove(middleware)
+            self._observability.close()
+            self._observability = None
+        settings = self._settings
+        tracing = getattr(settings, "tracing", "none")
+        if getattr(settings, "metrics", "none") == "none" and (tracing == "none" or (tracing == "auto" and "opentelemetry.trace" not in sys.modules)):
+            return
+        from cloudq.observability import Observability
+
+        observability = Observability(settings, self.name, self.registry.__contains__)
+        if observability.empty:
+            return
+        self._observability = observability
+        for middleware in reversed(self._observability.middleware):
+            self.middleware.add(middleware, first=True)
 
     def use_broker(self, broker: Broker | None) -> None:
         """Replace the broker (None: build one from the settings on next use); the old one is not closed."""
@@ -290,12 +325,16 @@ class App:
         return self._broker
 
     def close(self) -> None:
+        if self._observability is not None:
+            self._observability.close()  # what EMF still holds is written; /metrics stops serving
         if self._broker is not None:
             self._broker.close()
         if self._job_store is not None:
             self._job_store.close()
 
     async def aclose(self) -> None:
+        if self._observability is not None:
+            self._observability.close()
         if self._broker is not None:
             await self._broker.aclose()
 

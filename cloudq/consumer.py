@@ -225,7 +225,7 @@ class Consumer:
             bind_contextvars(job_id=envelope.id, task=envelope.task)
             tracked = tracker is not None and getattr(self.registry.get(envelope.task), "track", True)
             control = tracker.control(envelope.id) if tracked and tracker is not None else None
-            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at, control)
+            job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at, control, delivery.aws_trace_header)
             if envelope.eta is not None and (waiting := _eta_outcome(envelope, queue)) is not None:
                 if control is not None and await control.tracker.was_cancelled(job.id):
                     return job, _skipped(log, Outcome("cancelled")), None

@@ -24,7 +24,7 @@ __all__ = ["Job", "current_job"]
 class Job:
     """One run of a job: which job (``id``, ``task``), where from (``queue``, ``message_id``), which
     try (``attempt``, SQS's ApproximateReceiveCount: it grows with every retry), the envelope's
-    ``headers`` and ``enqueued_at``.
+    ``headers`` and ``enqueued_at``; ``aws_trace_header`` is SQS's X-Ray ``AWSTraceHeader``, if the message had one.
 
     ``task`` is ``""`` when the message body is not a valid envelope (``on_outcome`` still hears of it).
     With a job store (``CLOUDQ_JOB_STORE``), :meth:`progress` is stored and :attr:`cancelled` tells a
@@ -39,6 +39,7 @@ class Job:
     headers: Mapping[str, str] = field(default_factory=dict)
     enqueued_at: datetime | None = None
     control: JobControl | None = field(default=None, compare=False, repr=False)
+    aws_trace_header: str | None = None
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job is (0..1, and a short message): ``ref.status().progress`` shows it.

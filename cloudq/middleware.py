@@ -72,18 +72,38 @@ class MiddlewareChain:
         for item in middleware:
             self.add(item)
 
-    def add(self, middleware: Middleware) -> None:
+    def add(self, middleware: Middleware, *, first: bool = False) -> None:
+        """Append ``middleware`` (innermost), or with ``first`` put it before all others (outermost)."""
         if not isinstance(middleware, Middleware):
             raise ConfigurationError(f"middleware must subclass cloudq.Middleware, got {type(middleware).__name__}")
-        self.items.append(middleware)
-        for hook, chain in (("on_enqueue", self._enqueue), ("on_job", self._job), ("on_outcome", self._outcome)):
+        at = 0 if first else len(self.items)
+        self.items.insert(at, middleware)
+        for hook, chain in self._hooks():
             if _overrides(middleware, hook):
-                chain.append(middleware)
+                chain.insert(0 if first else len(chain), middleware)
+
+    def remove(self, middleware: Middleware) -> None:
+        """Take ``middleware`` out again (the App does, for the observability it installed, on new settings)."""
+        for chain in (self.items, *(c for _, c in self._hooks())):
+            if middleware in chain:
+                chain.remove(middleware)
+
+    def _hooks(self) -> tuple[tuple[str, list[Middleware]], ...]:
+        return (("on_enqueue", self._enqueue), ("on_job", self._job), ("on_outcome", self._outcome))
 
     def enqueue(self, envelope: Envelope) -> Envelope:
         for middleware in self._enqueue:
             envelope = middleware.on_enqueue(envelope)
         return envelope
+
+    def enqueue_all(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Each envelope of one send (a ``.map`` batch) through every ``on_enqueue``. A middleware may
+        see the batch at once through an ``on_enqueue_batch(envelopes) -> envelopes`` method (cloudq's
+        tracing does: one span per batch); the others see the envelopes one by one."""
+        for middleware in self._enqueue:
+            batch = getattr(middleware, "on_enqueue_batch", None)
+            envelopes = list(batch(envelopes)) if batch is not None else [middleware.on_enqueue(e) for e in envelopes]
+        return envelopes
 
     async def run(self, job: Job, call: CallNext) -> Any:
         """``call`` (the task) wrapped by every ``on_job``, the first outermost."""

@@ -142,15 +142,15 @@ class Producer:
     ) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
         queue = options.queue or queue
         now = utcnow()
-        enqueue = self.middleware.enqueue
         envelopes = [Envelope(task, args, kwargs, enqueued_at=now) for args, kwargs in calls]
         if store is not None and (tracking.unique is not None or options.unique_key is not None):
             from cloudq.jobs.tracker import UNIQUE_HEADER
 
             keys = [tracking.key(task, call, options) for call in calls]
             envelopes = [e.with_headers(**{UNIQUE_HEADER: k}) if k else e for e, k in zip(envelopes, keys)]
+        envelopes = self.middleware.enqueue_all(envelopes)
         encode = self._wire().encode  # signs, with CLOUDQ_SIGNING_KEYS
-        pairs = [outgoing(enqueue(envelope), queue, options, encode) for envelope in envelopes]
+        pairs = [outgoing(envelope, queue, options, encode) for envelope in envelopes]
         return queue, [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _store(self, tracking: Tracking) -> JobStore | None:

@@ -180,6 +180,14 @@ class SettingsFields:
     payload_threshold_bytes: int = _setting(262_144, "bodies larger than this (body plus attributes, as SQS counts) go to S3", ge=0, le=1_048_576)
     signing_keys: str | None = _setting(None, "HMAC secrets, comma-separated: the first signs, all verify (rotation)", secret=True)
     accept_unsigned: bool = _setting(False, "with signing keys set, run unsigned jobs too (a migration; logged)")
+    metrics: Literal["none", "emf", "prometheus"] = _setting(
+        "none", "none, emf (CloudWatch Embedded Metric Format on stdout) or prometheus (`cloudq worker --metrics-port`)"
+    )
+    metrics_namespace: str = _setting("cloudq", "CloudWatch namespace of the EMF metrics (prefix of the Prometheus names)", non_empty=True)
+    metrics_interval_s: float = _setting(60.0, "how often a worker flushes its EMF metrics (and at exit)", gt=0)
+    tracing: Literal["auto", "otel", "none"] = _setting(
+        "auto", "OpenTelemetry spans: auto (when a tracer provider is set before the App is built), otel, none"
+    )
 
 
 def _rows() -> Mapping[str, Setting]:

@@ -65,6 +65,8 @@ class Delivery:
     attributes: dict[str, str] = field(default_factory=dict)
     sent_at: datetime | None = None
     group_id: str | None = None
+    aws_trace_header: str | None = None
+    """SQS's ``AWSTraceHeader`` system attribute (X-Ray), when the sender had one; tracing links it."""
 
 
 @dataclass(frozen=True, slots=True)

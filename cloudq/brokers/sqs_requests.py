@@ -53,7 +53,7 @@ _MAX_BATCH_BYTES = 262_144  # a conservative batch payload limit that every SQS 
 # The extended client's payload size attribute is a Number (its readers check the name only); see cloudq.payloads.
 _NUMBER_ATTRIBUTES = frozenset({"ExtendedPayloadSize", "SQSLargePayloadSize"})
 _DATA_TYPE_BYTES = len("String")
-_RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+_RECEIVE_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId", "AWSTraceHeader"]
 
 
 def _entry(index: int, message: OutgoingMessage, fifo: bool) -> dict[str, Any]:
@@ -151,6 +151,7 @@ def parse_messages(queue: str, response: dict[str, Any]) -> list[Delivery]:
                 },
                 sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, timezone.utc) if sent_ms else None,
                 group_id=system.get("MessageGroupId"),
+                aws_trace_header=system.get("AWSTraceHeader"),
             )
         )
     return deliveries

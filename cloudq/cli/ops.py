@@ -4,6 +4,7 @@
   in flight, delayed, exists); exit 1 when any is missing. On a broker whose queues exist as soon as
   they are used (the local one) nothing is ever missing, and every other queue that holds messages
   gets a row too (a job sent with ``enqueue --queue`` to a queue no worker of the app polls).
+* ``cloudq status [APP] --watch [--interval S]``: the same queues as a live table (:mod:`cloudq.cli.watch`).
 * ``cloudq dlq peek [APP] QUEUE [-n N] [--json] [--traceback]``: the dead letters of logical QUEUE
   with task, arguments, attempts and the reason cloudq recorded (the error in full; the stored
   traceback with ``--traceback``), without deleting them. A body offloaded to S3 (the extended
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from cloudq.admin import dead_letter_record, queues_on_use, require_queue, stats_reader
 from cloudq.brokers.base import Delivery, QueueStats, admin_of
 from cloudq.cli.loading import load_app
+from cloudq.cli.tables import render_table
 from cloudq.errors import BrokerError, ConfigurationError, EnvelopeError
 from cloudq.queues import QueuePlan, plan_queues
 
@@ -79,13 +81,6 @@ def other_rows(names: Sequence[str], planned: set[str], prefix: str, stats_of: C
         if s is not None and s.visible + s.in_flight + s.delayed:
             rows.append(StatusRow(physical.removeprefix(prefix), "queue", physical, s.exists, s.visible, s.in_flight, s.delayed))
     return rows
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Plain aligned columns: readable on a terminal, greppable in a log."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in (headers, *rows)]
-    return "\n".join(lines)
 
 
 def truncate(text: str, width: int) -> str:
@@ -138,6 +133,10 @@ def plural(n: int, noun: str) -> str:
 # -- commands ----------------------------------------------------------------------------------
 def cmd_status(ns: argparse.Namespace) -> int:
     app = load_app(ns.app)
+    if ns.watch:
+        from cloudq.cli.watch import watch
+
+        return watch(app, ns.interval, stats_of=stats_reader(admin_of(app.broker)))
     try:
         admin = admin_of(app.broker)
         rows = status_rows(plan_queues(app), stats_reader(admin))
@@ -244,6 +243,16 @@ def _confirm(prompt: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+_positive_seconds.__name__ = "float"
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -260,6 +269,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     status = commands.add_parser("status", help="counts of every registry queue and its DLQ; exit 1 if any is missing")
     status.add_argument("app", nargs="?", help=app_help)
     status.add_argument("--json", action="store_true", help="print a JSON list for scripts")
+    status.add_argument("--watch", action="store_true", help="a live table with the oldest message's age, DLQ depth and rates, until Ctrl-C")
+    status.add_argument("--interval", type=_positive_seconds, default=2.0, metavar="S", help="seconds between refreshes of --watch (default 2)")
     status.set_defaults(func=cmd_status)
 
     dlq = commands.add_parser("dlq", help="inspect and redrive dead letters")

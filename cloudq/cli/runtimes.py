@@ -36,6 +36,12 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     app = load_app(ns.app)
     configure_logging(app.settings.log_format, app.settings.log_level)
     warn_if_default_region(app)
+    if ns.metrics_port is not None:
+        _serve_metrics(app, ns.metrics_port)
+    elif getattr(app.settings, "metrics", "none") == "prometheus":
+        import structlog
+
+        structlog.get_logger("cloudq.worker").warning("worker.metrics_not_served", hint="CLOUDQ_METRICS=prometheus: pass --metrics-port PORT to serve /metrics")
     worker = Worker(
         app, ns.queue or None, concurrency=ns.concurrency, burst=ns.burst, max_tasks=ns.max_tasks,
         fire_schedules=True if ns.fire_schedules else None,
@@ -51,6 +57,18 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     asyncio.run(run())
     _exit_if_threads_linger()
     return 0
+
+
+def _serve_metrics(app: Any, port: int) -> None:
+    """``--metrics-port``: serve the app's Prometheus registry before any message is received; a port
+    in use, or metrics that are not Prometheus's, is bad input (exit 2)."""
+    from cloudq.observability.prometheus import PrometheusSink
+
+    metrics = app.metrics
+    if metrics is None or not isinstance(metrics.sink, PrometheusSink):
+        kind = getattr(app.settings, "metrics", "none")
+        raise ConfigurationError(f"--metrics-port serves Prometheus metrics: set CLOUDQ_METRICS=prometheus (it is {kind!r})")
+    metrics.sink.serve(port)
 
 
 def _exit_if_threads_linger() -> None:
@@ -110,6 +128,7 @@ def add_worker(commands: Any) -> None:
         "--fire-schedules", action="store_true",
         help="fire @app.periodic tasks from this worker (automatic on the local broker; on SQS, for one worker only when there is no EventBridge)",
     )  # fmt: skip
+    worker.add_argument("--metrics-port", type=int_in(1, 65535), metavar="PORT", help="serve Prometheus /metrics on PORT (needs CLOUDQ_METRICS=prometheus)")
     worker.set_defaults(func=cmd_worker, logs="own")
 
 

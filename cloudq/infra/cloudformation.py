@@ -16,7 +16,10 @@ What the template holds, and the rules behind it:
 * Queue names are baked in from the settings (``CLOUDQ_QUEUE_PREFIX``), because the app finds its queues by
   those names: render once per environment, with that environment's prefix.
 * Per queue, two alarms: its DLQ holds any message, and its oldest message is older than the
-  ``BacklogAgeAlarmThresholdSeconds`` parameter. Both notify ``AlarmTopicArn`` when it is set.
+  ``BacklogAgeAlarmThresholdSeconds`` parameter. Both notify ``AlarmTopicArn`` when it is set. With
+  ``CLOUDQ_METRICS=emf``, two more on the metrics the app's EMF lines report (namespace
+  ``CLOUDQ_METRICS_NAMESPACE``, dimensions app and queue): more jobs dead-lettered in 5 minutes than
+  ``DeadLetterRateAlarmThreshold`` (0), more failed runs than ``FailureAlarmThreshold`` (10).
 * Per periodic task (``app.periodic_tasks``): an EventBridge rule on the default bus whose target is the task's
   queue with the job's envelope as constant Input, named as ``cloudq schedules sync`` would name it, plus one
   queue policy per targeted queue letting only those rules (``aws:SourceArn``) send. The rules carry no
@@ -69,6 +72,8 @@ _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 _ALARM_TOPIC = "AlarmTopicArn"
 _AGE_THRESHOLD = "BacklogAgeAlarmThresholdSeconds"
 _HAS_ALARM_TOPIC = "HasAlarmTopic"
+_DLQ_RATE = "DeadLetterRateAlarmThreshold"  # parameters of the EMF alarms (CLOUDQ_METRICS=emf)
+_FAILURES = "FailureAlarmThreshold"
 SQS_MAX_RETENTION_S = 1_209_600  # 14 days, SQS's MessageRetentionPeriod maximum
 
 
@@ -102,6 +107,8 @@ class _Knobs:
 
     age_threshold: Any
     alarm_actions: Any | None
+    dead_letter_threshold: Any = 0
+    failure_threshold: Any = 10
 
 
 class _Resources(dict[str, dict[str, Any]]):
@@ -179,6 +186,40 @@ def _alarms(resources: _Resources, plan: QueuePlan, qid: str, knobs: _Knobs) -> 
         f"{qid}BacklogAgeAlarm",
         _alarm(f"{plan.physical}-backlog-age", f"cloudq: the oldest job in {plan.physical} has waited too long (workers down or too few)",
                f"{qid}Queue", "ApproximateAgeOfOldestMessage", knobs.age_threshold, 3, knobs),
+    )  # fmt: skip
+
+
+def _emf_alarm(name: str, description: str, app: App, queue: str, metric: str, threshold: Any, knobs: _Knobs) -> dict[str, Any]:
+    """An alarm on a metric the app's EMF lines report (CLOUDQ_METRICS=emf), summed over 5 minutes per queue."""
+    props: dict[str, Any] = {
+        "AlarmName": name,
+        "AlarmDescription": description,
+        "Namespace": app.settings.metrics_namespace,
+        "MetricName": metric,
+        "Dimensions": [{"Name": "app", "Value": app.name}, {"Name": "queue", "Value": queue}],
+        "Statistic": "Sum",
+        "Period": 300,
+        "EvaluationPeriods": 1,
+        "Threshold": threshold,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "notBreaching",
+    }
+    if knobs.alarm_actions is not None:
+        props["AlarmActions"] = knobs.alarm_actions
+    return {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+
+
+def _emf_alarms(resources: _Resources, app: App, plan: QueuePlan, qid: str, knobs: _Knobs) -> None:
+    """With CLOUDQ_METRICS=emf: the dead-letter rate and the failures of the queue's jobs (all tasks)."""
+    resources.add(
+        f"{qid}DeadLetterRateAlarm",
+        _emf_alarm(f"{plan.physical}-dead-letter-rate", f"cloudq: jobs of {plan.physical} are being dead-lettered (`cloudq dlq peek`)",
+                   app, plan.queue, "jobs_dead_lettered", knobs.dead_letter_threshold, knobs),
+    )  # fmt: skip
+    resources.add(
+        f"{qid}FailureAlarm",
+        _emf_alarm(f"{plan.physical}-failures", f"cloudq: jobs of {plan.physical} are failing (each failed run counts, retries too)",
+                   app, plan.queue, "jobs_failed", knobs.failure_threshold, knobs),
     )  # fmt: skip
 
 
@@ -292,6 +333,8 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
     for plan in plans:
         _queue_resources(resources, plan, qids[plan.queue], tags)
         _alarms(resources, plan, qids[plan.queue], knobs)
+        if getattr(app.settings, "metrics", "none") == "emf":
+            _emf_alarms(resources, app, plan, qids[plan.queue], knobs)
     jobs = job_table_section(app)
     for logical_id, resource in jobs.resources.items():
         resources.add(logical_id, resource)
@@ -304,20 +347,24 @@ def _core(app: App, knobs: _Knobs) -> tuple[_Resources, dict[str, Any], list[Que
     return resources, {**_outputs(plans, qids), **jobs.outputs}, plans, qids
 
 
-def _parameters(backlog_age_threshold_s: int) -> dict[str, Any]:
-    return {
+def _parameters(backlog_age_threshold_s: int, emf: bool) -> dict[str, Any]:
+    parameters = {
         _AGE_THRESHOLD: {
             "Type": "Number", "Default": backlog_age_threshold_s, "MinValue": 60,
             "Description": "alarm when a queue's oldest job is older than this many seconds",
         },
         _ALARM_TOPIC: {"Type": "String", "Default": "", "Description": "SNS topic ARN the alarms notify (empty: no notification)"},
     }  # fmt: skip
+    if emf:
+        parameters[_DLQ_RATE] = {"Type": "Number", "Default": 0, "MinValue": 0, "Description": "alarm when more jobs of a queue than this are dead-lettered in 5 minutes"}
+        parameters[_FAILURES] = {"Type": "Number", "Default": 10, "MinValue": 0, "Description": "alarm when more runs of a queue's jobs than this fail in 5 minutes"}
+    return parameters
 
 
 def render_template(app: App, app_spec: str, *, backlog_age_threshold_s: int = DEFAULT_BACKLOG_AGE_S) -> dict[str, Any]:
     """The CloudFormation template of ``app``; ``app_spec`` (``module:attribute``) is the ECS worker's CLOUDQ_APP."""
     alarm_actions = {"Fn::If": [_HAS_ALARM_TOPIC, [ref(_ALARM_TOPIC)], ref("AWS::NoValue")]}
-    resources, outputs, plans, qids = _core(app, _Knobs(ref(_AGE_THRESHOLD), alarm_actions))
+    resources, outputs, plans, qids = _core(app, _Knobs(ref(_AGE_THRESHOLD), alarm_actions, ref(_DLQ_RATE), ref(_FAILURES)))
     ecs = ecs_section(app, app_spec, [f"{qids[plan.queue]}Queue" for plan in plans])
     for logical_id, resource in sorted(ecs.resources.items()):
         resources.add(logical_id, resource)
@@ -327,7 +374,7 @@ def render_template(app: App, app_spec: str, *, backlog_age_threshold_s: int = D
         "Description": f"cloudq app {app.name}: queues, dead-letter queues, alarms, schedules, IAM policies and an optional ECS worker. "
         "Generated by `cloudq infra render`; do not edit by hand.",
         "Metadata": {"cloudq": {"App": app.name, "AppSpec": app_spec, "QueuePrefix": settings.queue_prefix, "DefaultQueue": settings.default_queue}},
-        "Parameters": {**_parameters(backlog_age_threshold_s), **ecs.parameters},
+        "Parameters": {**_parameters(backlog_age_threshold_s, getattr(settings, "metrics", "none") == "emf"), **ecs.parameters},
         "Conditions": {_HAS_ALARM_TOPIC: {"Fn::Not": [{"Fn::Equals": [ref(_ALARM_TOPIC), ""]}]}, **ecs.conditions},
         "Rules": ecs.rules,
         "Resources": dict(resources),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -49,9 +50,11 @@ class AckBatcher:
         flush_s: float,
         delete_payloads: Callable[[Iterable[Pointer]], Awaitable[None]] | None = None,
         *,
+        on_ack: Callable[[str, int], None] | None = None,
         on_done: Callable[[Sequence[Delivery]], None] | None = None,
     ) -> None:
         self._broker = broker
+        self._on_ack = on_ack  # told (queue, count) after each delete batch that succeeded (metrics)
         self._flush_s = flush_s
         self._delete_payloads = delete_payloads
         self._on_done = on_done  # told of each batch once its delete returned or finally failed
@@ -107,6 +110,8 @@ class AckBatcher:
         finally:
             if self._on_done is not None:
                 self._on_done(batch)
+        if self._on_ack is not None:
+            self._on_ack(queue, len(batch))
         if objects and self._delete_payloads is not None:
             await self._delete_payloads(objects)
 

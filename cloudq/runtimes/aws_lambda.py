@@ -149,6 +149,7 @@ def delivery_from_record(record: Mapping[str, Any]) -> Delivery:
         },
         sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, timezone.utc) if sent_ms else None,
         group_id=system.get("MessageGroupId"),
+        aws_trace_header=system.get("AWSTraceHeader"),
     )
 
 
@@ -231,7 +232,12 @@ class LambdaHandler:
     def __call__(self, event: Any, context: LambdaContext | None = None) -> dict[str, Any]:
         # A fresh contextvars context per invocation: no log context of the last invocation leaks
         # in, and none of this one leaks out into the caller (lambda-local, a user's test).
-        return contextvars.Context().run(self._invoke, event, context)
+        try:
+            return contextvars.Context().run(self._invoke, event, context)
+        finally:
+            metrics = getattr(self.app, "metrics", None)
+            if metrics is not None:
+                metrics.flush()  # EMF: once per invocation, before the answer (a frozen sandbox writes nothing later)
 
     def _invoke(self, event: Any, context: LambdaContext | None) -> dict[str, Any]:
         clear_contextvars()

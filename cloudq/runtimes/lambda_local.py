@@ -112,6 +112,8 @@ def sqs_record(delivery: Delivery, *, region: str, account_id: str = LOCAL_ACCOU
         "SenderId": LOCAL_SENDER_ID,
         "ApproximateFirstReceiveTimestamp": _ms(None),
     }
+    if delivery.aws_trace_header:
+        attributes["AWSTraceHeader"] = delivery.aws_trace_header
     if is_fifo(delivery.queue):
         attributes["MessageGroupId"] = delivery.group_id or "default"
     record: dict[str, Any] = {

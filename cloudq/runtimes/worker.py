@@ -17,6 +17,10 @@ What happens to each delivery (run, then ack, retry, dead-letter, re-send) is th
   scheduled is due within ``burst_retry_wait_s`` (60 s): those it waits for and runs. A retry due
   later is made visible again at exit, so a burst never leaves a job stranded in flight. (A run
   ended by ``max_tasks`` or a signal leaves a retry's backoff alone.)
+* **Metrics** (``CLOUDQ_METRICS``, :mod:`cloudq.observability`): the jobs' are counted through the
+  middleware seam; the worker adds its own per receive (receives, empty ones, messages per receive,
+  slots busy) and per delete batch, and flushes EMF every interval and at exit. With metrics off the
+  only cost is one ``is None`` check per receive.
 * **Start-up** through an outage: resolving the queues retries with backoff
   (``worker.broker_unavailable``) until the endpoint answers; SIGTERM meanwhile exits cleanly.
 """
@@ -137,10 +141,15 @@ class Worker:
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
         self._results: ThreadResults | None = None
+        # Metrics (CLOUDQ_METRICS): per receive and per delete batch, never per message; None when off.
+        self._metrics = app.metrics
+        on_ack = self._metrics.deletes_of({settings.queue_name(q): q for q in self.queues}) if self._metrics is not None else None
         # Finished jobs whose delete has not returned yet: the heartbeat keeps them invisible too, or a delete
         # slowed by throttling and retries would outlive the visibility and the job would run again.
         self._deleting: dict[int, _Job] = {}
-        self._acks = AckBatcher(self.broker, settings.delete_flush_s, self.consumer.wire.adelete, on_done=self._deleted)
+        self._acks = AckBatcher(
+            self.broker, settings.delete_flush_s, self.consumer.wire.adelete, on_ack=on_ack, on_done=self._deleted
+        )
         self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
 
     # -- control ----------------------------------------------------------------------------
@@ -170,6 +179,7 @@ class Worker:
         }
         heartbeat = asyncio.create_task(self._heartbeat())
         scheduler = self._start_scheduler()
+        flusher = asyncio.create_task(self._metrics.flush_every_interval()) if self._metrics is not None else None
         try:
             await self._until_stopped_or_drained(pollers)
         finally:
@@ -187,6 +197,11 @@ class Worker:
             await self._acks.drain()  # before the heartbeat stops: it keeps deletes in flight covered
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            if flusher is not None:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
+            if self._metrics is not None:
+                self._metrics.flush()  # at exit: what the last interval holds
             self._pool.shutdown(wait=False, cancel_futures=True)
             logger.info("worker.stopped", **{k: getattr(self.stats, k) for k in ("received", "succeeded", "retried", "dead_lettered")})
         return self.stats
@@ -288,6 +303,8 @@ class Worker:
                 continue
             failures = 0
             self._slots.release(wanted - len(deliveries))
+            if self._metrics is not None:
+                self._metrics.received(queue, len(deliveries), self.concurrency - self._slots.free)
             if self._stopping.is_set() and deliveries:
                 await self._release_now(physical, deliveries)
                 self._slots.release(len(deliveries))

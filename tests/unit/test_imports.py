@@ -152,6 +152,61 @@ assert handler({"Records": [record]}, Context()) == {"batchItemFailures": []}
     assert loaded.isdisjoint({"pydantic", "pydantic_settings", "pydantic_core", "aioboto3", "aiobotocore"}), loaded
 
 
+OBSERVABILITY_STACK = ("opentelemetry", "prometheus_client")
+
+
+def test_default_settings_import_no_observability_stack_on_the_cold_path(tmp_path: Path) -> None:
+    """With CLOUDQ_METRICS unset and no tracer provider, a first Lambda record loads neither OpenTelemetry nor
+    prometheus_client, nor cloudq's observability package (both are installed in this venv)."""
+    statement = """
+import json, os, sys
+os.environ.update(CLOUDQ_BROKER="sqs", CLOUDQ_REGION="eu-west-1", CLOUDQ_LOG_LEVEL="WARNING")
+from cloudq.examples.shop_lambda import handler
+class Context:
+    aws_request_id, function_name = "r-1", "f"
+    def get_remaining_time_in_millis(self):
+        return 60_000
+body = json.dumps({"task": "cloudq.examples.shop.send_welcome_email", "args": ["ada@example.com"]})
+record = {"messageId": "m-1", "receiptHandle": "r-1", "body": body, "attributes": {"ApproximateReceiveCount": "1"},
+          "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:default"}
+assert handler({"Records": [record]}, Context()) == {"batchItemFailures": []}
+assert "cloudq.observability" not in sys.modules
+"""
+    loaded = set(probe(statement, tmp_path, uninstalled=["rich"])["loaded"])
+
+    assert loaded.isdisjoint(OBSERVABILITY_STACK), loaded
+
+
+def test_emf_metrics_load_neither_opentelemetry_nor_prometheus_client(tmp_path: Path) -> None:
+    """CLOUDQ_METRICS=emf is the standard library only: the Lambda path stays free of both extras."""
+    statement = """
+import os
+os.environ.update(CLOUDQ_BROKER="memory", CLOUDQ_METRICS="emf")
+import cloudq.examples.shop as shop
+assert shop.app.metrics is not None
+"""
+    loaded = set(probe(statement, tmp_path)["loaded"])
+
+    assert loaded.isdisjoint(OBSERVABILITY_STACK), loaded
+
+
+def test_tracing_and_prometheus_without_their_extras_are_one_line_errors(tmp_path: Path) -> None:
+    """CLOUDQ_TRACING=otel without opentelemetry, or CLOUDQ_METRICS=prometheus without prometheus_client: the
+    App refuses with a ConfigurationError naming the extra to install."""
+    statement = """
+import os
+import cloudq
+for variable, value, extra in (("CLOUDQ_TRACING", "otel", "cloudq[otel]"), ("CLOUDQ_METRICS", "prometheus", "cloudq[prometheus]")):
+    try:
+        cloudq.App("x", settings=cloudq.Settings(broker="memory", **{variable.removeprefix("CLOUDQ_").lower(): value}))
+    except cloudq.ConfigurationError as exc:
+        assert extra in str(exc) and "\\n" not in str(exc), exc
+    else:
+        raise AssertionError(variable)
+"""
+    probe(statement, tmp_path, uninstalled=list(OBSERVABILITY_STACK))
+
+
 DASHBOARD_STACK = ("starlette", "jinja2", "uvicorn", "multipart", "python_multipart", "anyio")
 
 

@@ -1,0 +1,174 @@
+"""OpenTelemetry trace propagation through the queue: a PRODUCER span per enqueue, a CONSUMER span per job.
+
+Needs the ``otel`` extra (``pip install 'cloudq[otel]'``, the API; bring your own SDK and exporter);
+imported only when tracing is on (``CLOUDQ_TRACING=otel``, or ``auto`` with a global tracer provider
+set when the App is built), so a cold start without it pays nothing.
+
+* **Producer** (``on_enqueue``): one PRODUCER span ``send <task>`` per ``.delay``, and one per ``.map``
+  batch (``messaging.batch.message_count``), whose W3C ``traceparent``/``tracestate`` go into every
+  envelope's ``headers``: no SQS message attribute is spent (SQS allows 10). The span marks the
+  enqueue; it does not time the SQS call, which the middleware seam does not wrap.
+* **Consumer** (``on_job``/``on_outcome``): one CONSUMER span ``process <queue>`` per delivery, child of
+  the producer's context, current while the task runs (the task's own spans nest under it, in its
+  thread too), with the messaging semantic conventions (``messaging.system=aws_sqs``, destination
+  name, message id) and ``cloudq.job_id``, ``cloudq.task``, ``cloudq.attempt``. An exception is
+  recorded; a retry, a dead letter and a re-send are span events, and the span ends once the fate is
+  carried out. SQS's ``AWSTraceHeader`` (X-Ray) is linked when the message has one. A delivery that
+  never ran (invalid body, unknown task, ETA ahead) still gets its span, with the outcome.
+* **Untrusted headers.** Anyone who can send to the queue writes the headers: a ``traceparent`` that
+  is not exactly W3C version 00 (55 characters of lowercase hex and dashes, non-zero ids) is ignored
+  and the job starts a new trace; a ``tracestate`` over 512 characters is dropped. Never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from cloudq.errors import ConfigurationError, TaskSignal
+from cloudq.middleware import CallNext, Middleware
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ConfigurationError("CLOUDQ_TRACING=otel needs opentelemetry-api: pip install 'cloudq[otel]'") from exc
+
+if TYPE_CHECKING:
+    from cloudq.envelope import Envelope
+    from cloudq.job import Job
+    from cloudq.retry import Outcome
+
+__all__ = ["TracingMiddleware", "parent_context", "xray_link"]
+
+MESSAGING_SYSTEM = "aws_sqs"
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}\Z")
+_TRACESTATE_MAX = 512
+_XRAY = re.compile(r"Root=1-([0-9a-f]{8})-([0-9a-f]{24});Parent=([0-9a-f]{16})(?:;Sampled=([01]))?")
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+# The span of the job this asyncio task is processing, from on_job to on_outcome.
+_current: ContextVar[tuple[Any, Any] | None] = ContextVar("cloudq_tracing_span", default=None)
+
+
+def parent_context(headers: Mapping[str, str]) -> Context | None:
+    """The producer's context from an envelope's headers; None (a new trace) for anything not W3C-valid."""
+    traceparent = headers.get("traceparent")
+    if not isinstance(traceparent, str) or not _TRACEPARENT.match(traceparent):
+        return None
+    # Parsed here rather than by TraceContextTextMapPropagator.extract, which checks the same format
+    # (ours is stricter) at several times the cost: this runs for every job.
+    tracestate = headers.get("tracestate")
+    state = TraceState.from_header([tracestate]) if isinstance(tracestate, str) and tracestate and len(tracestate) <= _TRACESTATE_MAX else None
+    span_context = SpanContext(
+        int(traceparent[3:35], 16), int(traceparent[36:52], 16), is_remote=True,
+        trace_flags=TraceFlags(int(traceparent[53:55], 16)), trace_state=state,
+    )  # fmt: skip
+    return trace.set_span_in_context(NonRecordingSpan(span_context), Context())  # as extract(): on an empty context
+
+
+def xray_link(header: str | None) -> Link | None:
+    """A link to the X-Ray trace of SQS's ``AWSTraceHeader`` system attribute, when it parses."""
+    found = _XRAY.search(header) if header else None
+    if found is None:
+        return None
+    trace_id, span_id = int(found[1] + found[2], 16), int(found[3], 16)
+    if not trace_id or not span_id:
+        return None
+    flags = TraceFlags(TraceFlags.SAMPLED if found[4] == "1" else TraceFlags.DEFAULT)
+    return Link(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags), {"cloudq.link": "AWSTraceHeader"})
+
+
+class TracingMiddleware(Middleware):
+    """Spans around enqueues and jobs; ``tracer_provider`` defaults to the global one (set it before or after)."""
+
+    def __init__(self, tracer_provider: Any = None) -> None:
+        from cloudq import __version__
+
+        self.tracer = trace.get_tracer("cloudq", __version__, tracer_provider=tracer_provider)
+
+    # -- producer -------------------------------------------------------------------------------
+    def on_enqueue(self, envelope: Envelope) -> Envelope:
+        return self.on_enqueue_batch([envelope])[0]
+
+    def on_enqueue_batch(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """One PRODUCER span for the batch; its context travels in every envelope's headers."""
+        if not envelopes:
+            return []
+        first = envelopes[0]
+        attributes: dict[str, Any] = {
+            "messaging.system": MESSAGING_SYSTEM, "messaging.operation.type": "send", "messaging.operation.name": "send",
+            "cloudq.task": first.task,
+        }  # fmt: skip
+        if len(envelopes) == 1:
+            attributes["cloudq.job_id"] = first.id
+        else:
+            attributes["messaging.batch.message_count"] = len(envelopes)
+        carrier: dict[str, str] = {}
+        with self.tracer.start_as_current_span(f"send {first.task}", kind=SpanKind.PRODUCER, attributes=attributes):
+            _PROPAGATOR.inject(carrier)
+        if not carrier:
+            return list(envelopes)
+        return [envelope.with_headers(**carrier) for envelope in envelopes]
+
+    # -- consumer -------------------------------------------------------------------------------
+    def _start(self, job: Job) -> Any:
+        attributes: dict[str, Any] = {
+            "messaging.system": MESSAGING_SYSTEM, "messaging.operation.type": "process", "messaging.operation.name": "process",
+            "messaging.destination.name": job.queue, "messaging.message.id": job.message_id,
+            "cloudq.job_id": job.id, "cloudq.task": job.task, "cloudq.attempt": job.attempt,
+        }  # fmt: skip
+        link = xray_link(getattr(job, "aws_trace_header", None))
+        return self.tracer.start_span(
+            f"process {job.queue}", context=parent_context(job.headers), kind=SpanKind.CONSUMER,
+            attributes=attributes, links=[link] if link is not None else None,
+        )  # fmt: skip
+
+    async def on_job(self, job: Job, call_next: CallNext) -> Any:
+        span = self._start(job)
+        _current.set((job, span))
+        token = otel_context.attach(trace.set_span_in_context(span))  # what use_span does, without its generator
+        try:
+            return await call_next()
+        except asyncio.CancelledError:
+            span.set_attribute("cloudq.outcome", "cancelled")
+            span.end()  # no on_outcome follows a cancelled run
+            _current.set(None)
+            raise
+        except Exception as exc:
+            if not isinstance(exc, TaskSignal):
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
+            raise
+        finally:
+            otel_context.detach(token)
+
+    def on_outcome(self, job: Job, outcome: Outcome) -> None:
+        entry = _current.get()
+        if entry is not None and entry[0] is job:
+            _current.set(None)
+            span = entry[1]
+        else:  # nothing ran: an invalid body, an unknown task, an ETA still ahead
+            span = self._start(job)
+            if outcome.error is not None and not isinstance(outcome.error, TaskSignal):
+                span.record_exception(outcome.error)
+        _annotate(span, job, outcome)
+        span.end()
+
+
+def _annotate(span: Any, job: Job, outcome: Outcome) -> None:
+    span.set_attribute("cloudq.outcome", outcome.kind)
+    if outcome.kind == "retry":
+        span.add_event("cloudq.retry", {"cloudq.attempt": job.attempt, "cloudq.delay_s": outcome.delay_s})
+    elif outcome.kind == "dead_letter":
+        reason = outcome.reason.get("cloudq-reason", "unknown")
+        span.add_event("cloudq.dead_letter", {"cloudq.attempt": job.attempt, "cloudq.reason": reason})
+        span.set_status(Status(StatusCode.ERROR, f"dead-lettered: {reason}"))
+    elif outcome.kind == "reschedule":
+        span.add_event("cloudq.reschedule", {"cloudq.delay_s": outcome.delay_s})
