@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -59,11 +60,18 @@ class Calls:
 # -- queues ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QueueRow:
-    """One logical queue of the app: its counts and its dead-letter queue's."""
+    """One logical queue of the app: its counts and its dead-letter queue's; ``backlog_rate`` and
+    ``dlq_rate`` are their changes per second since the previous refresh (None on the first)."""
 
     plan: QueuePlan
     stats: QueueStats
     dlq: QueueStats
+    backlog_rate: float | None = None
+    dlq_rate: float | None = None
+
+    @property
+    def backlog(self) -> int:
+        return self.stats.visible + self.stats.in_flight + self.stats.delayed
 
     @property
     def queue(self) -> str:
@@ -74,14 +82,37 @@ class QueueRow:
         return self.dlq.visible + self.dlq.in_flight + self.dlq.delayed
 
 
-async def queue_rows(app: App, admin: AdminBroker, calls: Calls) -> list[QueueRow]:
+class Rates:
+    """Each queue's backlog and dead letters at the previous refresh, for per-second rates: from the
+    counts the page reads anyway, so rates cost no call of their own (as ``cloudq status --watch``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, tuple[float, int, int]] = {}
+
+    def rows(self, rows: list[QueueRow]) -> list[QueueRow]:
+        now = self._clock()
+        out = []
+        for row in rows:
+            before = self._last.get(row.plan.physical)
+            self._last[row.plan.physical] = (now, row.backlog, row.dlq_depth)
+            if before is None or now <= before[0]:
+                out.append(row)
+                continue
+            elapsed = now - before[0]
+            out.append(replace(row, backlog_rate=(row.backlog - before[1]) / elapsed, dlq_rate=(row.dlq_depth - before[2]) / elapsed))
+        return out
+
+
+async def queue_rows(app: App, admin: AdminBroker, calls: Calls, rates: Rates | None = None) -> list[QueueRow]:
     """Every registry queue with its DLQ: one stats call per physical queue, all of them concurrently."""
     plans = plan_queues(app)
     read = stats_reader(admin)
     names = [name for plan in plans for name in (plan.physical, plan.dead_letter_queue)]
     stats = await asyncio.gather(*(calls.run(read, name) for name in names))
     by_name = dict(zip(names, stats))
-    return [QueueRow(plan, by_name[plan.physical], by_name[plan.dead_letter_queue]) for plan in plans]
+    rows = [QueueRow(plan, by_name[plan.physical], by_name[plan.dead_letter_queue]) for plan in plans]
+    return rates.rows(rows) if rates is not None else rows
 
 
 # -- dead letters ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from starlette.templating import Jinja2Templates
 from cloudq.admin import require_queue
 from cloudq.brokers.base import admin_of
 from cloudq.dashboard import jobs, security
-from cloudq.dashboard.views import PAGE_CHARS, PREVIEW_CHARS, BodyResolver, Calls, dead_letter, queue_rows, schedule_rows
+from cloudq.dashboard.views import PAGE_CHARS, PREVIEW_CHARS, BodyResolver, Calls, Rates, dead_letter, queue_rows, schedule_rows
 from cloudq.errors import CloudQError
 from cloudq.queues import plan_queues
 
@@ -57,6 +57,7 @@ class Dashboard:
         self.resolve_body = resolve_body
         self.refresh_s = refresh_s
         self.calls = Calls()
+        self.rates = Rates()  # backlog and dead letters per second, between this process's refreshes
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
         env.filters.update(duration=_duration, when=_when, pretty=_pretty)
         env.globals["PREVIEW_CHARS"] = PREVIEW_CHARS
@@ -91,7 +92,7 @@ class Dashboard:
 
     # -- queues ---------------------------------------------------------------------------------
     async def queues(self, request: Request) -> Response:
-        rows = await queue_rows(self.app, self.admin, self.calls)
+        rows = await queue_rows(self.app, self.admin, self.calls, self.rates)
         name = "_queues_table.html" if request.query_params.get("partial") else "queues.html"
         return self.page(request, name, rows=rows, refresh_ms=int(self.refresh_s * 1000))
 

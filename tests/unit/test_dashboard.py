@@ -94,6 +94,35 @@ def test_queues_page_shows_each_queue_counts_and_dead_letter_depth(app: cloudq.A
     assert 'href="/queues/billing/dead-letters"' in page.text and "data-refresh=" in page.text
 
 
+def test_rates_come_from_the_counts_of_two_refreshes(app: cloudq.App) -> None:
+    """Backlog and dead letters per second since the previous refresh: a dash first, then the change."""
+    from cloudq.dashboard.views import Rates
+
+    browser = client(app)
+    first = browser.get("/queues?partial=1").text
+    row = first.split('data-queue="billing"', 1)[1].split("</tr>", 1)[0]
+    assert re.search(r'data-col="backlog_rate"><span class="muted"', row)
+    app.get_task("billing.charge").map([("a", 1), ("b", 2), ("c", 3)])
+    second = browser.get("/queues?partial=1").text
+    rate = re.search(r'data-col="backlog_rate">([+-][0-9.]+)', second.split('data-queue="billing"', 1)[1])
+    assert rate and float(rate.group(1)) > 0
+
+    now = [100.0]
+    rates = Rates(clock=lambda: now[0])
+    from cloudq.brokers.base import QueueStats
+    from cloudq.dashboard.views import QueueRow
+    from cloudq.queues import plan_queues
+
+    plan = plan_queues(app)[0]
+    def row_of(backlog: int, dead: int) -> QueueRow:
+        return QueueRow(plan, QueueStats(plan.physical, True, backlog, 0, 0), QueueStats(plan.dead_letter_queue, True, dead, 0, 0))
+
+    assert rates.rows([row_of(10, 0)])[0].backlog_rate is None
+    now[0] += 4
+    (later,) = rates.rows([row_of(2, 2)])
+    assert (later.backlog_rate, later.dlq_rate) == (-2.0, 0.5)
+
+
 def test_the_oldest_message_age_shows_where_the_broker_tells_it(app: cloudq.App, tmp_path: Path) -> None:
     """The local broker reports how long ago the oldest message was sent; an empty queue shows a dash."""
     from cloudq.brokers.local import LocalBroker
