@@ -189,11 +189,12 @@ class DynamoJobStore:
             if_absent={"cancel_requested": False, **({"enqueued_at": enqueued_at} if enqueued_at is not None else {})},
         )  # fmt: skip
         names.update({"#cs": "status", "#ct": "ttl"})
-        values.update({":succeeded": _value("succeeded"), ":cancelled": _value("cancelled"), ":now": _value(int(now))})
+        skip = {f":skip{i}": _value(status) for i, status in enumerate(sorted(SKIP_ON_DELIVERY))}
+        values.update({**skip, ":now": _value(int(now))})
         try:
             answer = self._call(
                 "update_item", TableName=self.table, Key={"id": _value(job_id)}, UpdateExpression=expression,
-                ConditionExpression="attribute_not_exists(id) OR #ct < :now OR NOT (#cs IN (:succeeded, :cancelled))",
+                ConditionExpression=f"attribute_not_exists(id) OR #ct < :now OR NOT (#cs IN ({', '.join(skip)}))",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )  # fmt: skip

@@ -22,7 +22,6 @@ async task asked to stop is cancelled there; a sync task reads ``current_job().c
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -106,7 +105,6 @@ class JobTracker:
         self._group = GroupCommit(store) if callable(getattr(store, "apply", None)) else None  # type: ignore[arg-type]
         self._running: dict[str, JobControl] = {}
         self._watch: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()
 
     # -- store calls that never fail the job ------------------------------------------------
     async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
