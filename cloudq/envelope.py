@@ -18,7 +18,7 @@ from typing import Any
 
 from cloudq.errors import EnvelopeError
 
-__all__ = ["ENVELOPE_VERSION", "Envelope", "encode_dict", "envelope_schema", "format_time", "parse_time", "utcnow"]
+__all__ = ["ENVELOPE_VERSION", "Envelope", "decode_dict", "encode_dict", "envelope_schema", "format_time", "parse_time", "utcnow"]
 
 ENVELOPE_VERSION = 1
 _KNOWN_KEYS = frozenset({"v", "id", "task", "args", "kwargs", "enqueued_at", "eta", "headers"})
@@ -82,13 +82,7 @@ class Envelope:
 
         ``default_id`` (the message id) names jobs from producers that sent no ``id``.
         """
-        try:
-            data = json.loads(body)
-        except (TypeError, ValueError) as exc:
-            raise EnvelopeError(f"message body is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, default_id=default_id)
+        return cls.from_dict(decode_dict(body), default_id=default_id)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, default_id: str | None = None) -> Envelope:
@@ -117,6 +111,18 @@ class Envelope:
             eta=parse_time(eta, field_name="eta") if eta else None,
             headers=headers,
         )
+
+
+def decode_dict(body: str | bytes) -> dict[str, Any]:
+    """A message body as the JSON object an envelope is, before its fields are checked (signature checks
+    read it too); every problem is an :class:`EnvelopeError`."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError(f"message body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def encode_dict(data: dict[str, Any]) -> str:

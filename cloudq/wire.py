@@ -10,12 +10,10 @@ the producer and consumer code keep one call each. Details: :mod:`cloudq.payload
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cloudq.envelope import Envelope
-from cloudq.errors import EnvelopeError
+from cloudq.envelope import Envelope, decode_dict
 from cloudq.payloads import Payloads, Pointer, parse_pointer
 
 if TYPE_CHECKING:
@@ -63,12 +61,7 @@ class Wire:
         body, _ = await self.payloads.aresolve(delivery.body)
         if self.signer is None:
             return Envelope.decode(body, default_id=delivery.message_id)
-        try:
-            data = json.loads(body)
-        except (TypeError, ValueError) as exc:
-            raise EnvelopeError(f"message body is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+        data = decode_dict(body)
         if not self.signer.verify(data):
             import structlog
 
