@@ -39,14 +39,25 @@ def _localstack_started() -> bool:
     return _flag("CLOUDQ_LOCALSTACK_STARTED")
 
 
-def _healthy(endpoint: str) -> bool:
+def _answers(url: str) -> bool:
+    """The service at ``url`` answers 200 (its health page)."""
     # No proxy: an http_proxy in the environment must not intercept requests to 127.0.0.1.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"{endpoint}/_localstack/health", timeout=2) as response:
+        with opener.open(url, timeout=2) as response:
             return bool(response.status == 200)
     except (OSError, ValueError, http.client.HTTPException):
         return False
+
+
+def _service(variable: str, health_path: str, reason: str, *, must_run: bool) -> str:
+    """The healthy endpoint in ``$variable``; else a failure when ``must_run`` (CI), a skip otherwise."""
+    endpoint = os.environ.get(variable, "").strip().rstrip("/")
+    if endpoint and _answers(f"{endpoint}{health_path}"):
+        return endpoint
+    if must_run:
+        pytest.fail(f"{reason} ({variable}={endpoint or '<unset>'})", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -56,24 +67,10 @@ def localstack_endpoint() -> str:
     Skips the test when there is none, except on CI, where a missing LocalStack is a failure rather than
     a silently green run.
     """
-    endpoint = os.environ.get("CLOUDQ_TEST_ENDPOINT", "").strip().rstrip("/")
-    if endpoint and _healthy(endpoint):
-        return endpoint
-    if _in_ci() or _localstack_started():
-        pytest.fail(f"{_SKIP_REASON} (CLOUDQ_TEST_ENDPOINT={endpoint or '<unset>'})", pytrace=False)
-    pytest.skip(_SKIP_REASON)
+    return _service("CLOUDQ_TEST_ENDPOINT", "/_localstack/health", _SKIP_REASON, must_run=_in_ci() or _localstack_started())
 
 
 _MOTO_SKIP_REASON = "moto_server (DynamoDB) not running; run make test or set CLOUDQ_TEST_DYNAMODB"
-
-
-def _moto_healthy(endpoint: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{endpoint}/moto-api/", timeout=2) as response:
-            return bool(response.status == 200)
-    except (OSError, ValueError, http.client.HTTPException):
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -81,12 +78,7 @@ def dynamodb_endpoint() -> str:
     """Base URL of moto's standalone server for DynamoDB, from CLOUDQ_TEST_DYNAMODB (`make test` starts one).
 
     Skips without one, except on CI, where it fails (as LocalStack's fixture does)."""
-    endpoint = os.environ.get("CLOUDQ_TEST_DYNAMODB", "").strip().rstrip("/")
-    if endpoint and _moto_healthy(endpoint):
-        return endpoint
-    if _in_ci():
-        pytest.fail(f"{_MOTO_SKIP_REASON} (CLOUDQ_TEST_DYNAMODB={endpoint or '<unset>'})", pytrace=False)
-    pytest.skip(_MOTO_SKIP_REASON)
+    return _service("CLOUDQ_TEST_DYNAMODB", "/moto-api/", _MOTO_SKIP_REASON, must_run=_in_ci())
 
 
 @pytest.fixture
