@@ -156,15 +156,21 @@ def _queue_resources(resources: _Resources, plan: QueuePlan, qid: str, tags: lis
     resources.add(dlq_id, retained({"Type": "AWS::SQS::Queue", "Properties": dlq}))
 
 
-def _alarm(name: str, description: str, queue_id: str, metric: str, threshold: Any, periods: int, knobs: _Knobs) -> dict[str, Any]:
+def _cloudwatch_alarm(
+    name: str, description: str, metric: tuple[str, str, list[dict[str, Any]]], statistic: str, period_s: int, periods: int,
+    threshold: Any, knobs: _Knobs,
+) -> dict[str, Any]:
+    """One CloudWatch alarm above ``threshold``; ``metric`` is (namespace, name, dimensions). Both kinds use it:
+    the SQS metrics' alarms and, with CLOUDQ_METRICS=emf, the alarms on cloudq's own metrics."""
+    namespace, metric_name, dimensions = metric
     props: dict[str, Any] = {
         "AlarmName": name,
         "AlarmDescription": description,
-        "Namespace": "AWS/SQS",
-        "MetricName": metric,
-        "Dimensions": [{"Name": "QueueName", "Value": get_att(queue_id, "QueueName")}],
-        "Statistic": "Maximum",
-        "Period": 60,
+        "Namespace": namespace,
+        "MetricName": metric_name,
+        "Dimensions": dimensions,
+        "Statistic": statistic,
+        "Period": period_s,
         "EvaluationPeriods": periods,
         "Threshold": threshold,
         "ComparisonOperator": "GreaterThanThreshold",
@@ -173,6 +179,12 @@ def _alarm(name: str, description: str, queue_id: str, metric: str, threshold: A
     if knobs.alarm_actions is not None:
         props["AlarmActions"] = knobs.alarm_actions
     return {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+
+
+def _alarm(name: str, description: str, queue_id: str, metric: str, threshold: Any, periods: int, knobs: _Knobs) -> dict[str, Any]:
+    """An alarm on one of SQS's own queue metrics, its maximum per minute."""
+    dimensions = [{"Name": "QueueName", "Value": get_att(queue_id, "QueueName")}]
+    return _cloudwatch_alarm(name, description, ("AWS/SQS", metric, dimensions), "Maximum", 60, periods, threshold, knobs)
 
 
 def _alarms(resources: _Resources, plan: QueuePlan, qid: str, knobs: _Knobs) -> None:
@@ -191,22 +203,8 @@ def _alarms(resources: _Resources, plan: QueuePlan, qid: str, knobs: _Knobs) -> 
 
 def _emf_alarm(name: str, description: str, app: App, queue: str, metric: str, threshold: Any, knobs: _Knobs) -> dict[str, Any]:
     """An alarm on a metric the app's EMF lines report (CLOUDQ_METRICS=emf), summed over 5 minutes per queue."""
-    props: dict[str, Any] = {
-        "AlarmName": name,
-        "AlarmDescription": description,
-        "Namespace": app.settings.metrics_namespace,
-        "MetricName": metric,
-        "Dimensions": [{"Name": "app", "Value": app.name}, {"Name": "queue", "Value": queue}],
-        "Statistic": "Sum",
-        "Period": 300,
-        "EvaluationPeriods": 1,
-        "Threshold": threshold,
-        "ComparisonOperator": "GreaterThanThreshold",
-        "TreatMissingData": "notBreaching",
-    }
-    if knobs.alarm_actions is not None:
-        props["AlarmActions"] = knobs.alarm_actions
-    return {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+    dimensions = [{"Name": "app", "Value": app.name}, {"Name": "queue", "Value": queue}]
+    return _cloudwatch_alarm(name, description, (app.settings.metrics_namespace, metric, dimensions), "Sum", 300, 1, threshold, knobs)
 
 
 def _emf_alarms(resources: _Resources, app: App, plan: QueuePlan, qid: str, knobs: _Knobs) -> None:
