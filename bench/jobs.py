@@ -21,11 +21,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import LocalStackLog, Phase, Window
+from bench.common import LocalStackLog, Phase
+from bench.local import cloudq_drain
 
 __all__ = ["dynamodb_round", "local_round"]
 
-_NO_LOG = LocalStackLog(None)
 _COUNTED = ("put_queued", "reserve_unique", "claim", "finish", "set_progress", "cancel_requested", "get")
 
 
@@ -69,18 +69,6 @@ def _app(settings: Any) -> tuple[Any, Any]:
     return app, app.task(name="bench.noop")(noop)
 
 
-async def _drain(app: Any, n: int, concurrency: int, timeout_s: float, log: LocalStackLog) -> Phase:
-    from cloudq.runtimes.worker import Worker
-
-    worker = Worker(app, [app.settings.default_queue], concurrency=concurrency, max_tasks=n)
-    with Window(log) as window:
-        stats = await asyncio.wait_for(worker.run(), timeout_s)
-    await app.aclose()
-    if stats.succeeded != n:
-        raise RuntimeError(f"job-state bench: the worker ran {stats.succeeded} of {n} jobs")
-    return window.phase(n, {})
-
-
 def local_round(side: str, n: int, concurrency: int, timeout_s: float) -> Phase:
     """One drain on a fresh local broker file, the job store ``none`` or ``local``; store calls in ``calls``."""
     import cloudq
@@ -94,7 +82,7 @@ def local_round(side: str, n: int, concurrency: int, timeout_s: float) -> Phase:
             app.use_job_store(counting)  # type: ignore[arg-type]
         try:
             task.map([()] * n)
-            phase = asyncio.run(_drain(app, n, concurrency, timeout_s, _NO_LOG))
+            phase = asyncio.run(cloudq_drain(app, n, concurrency, timeout_s))
         finally:
             app.close()
     if counting is not None:
@@ -125,7 +113,7 @@ def dynamodb_round(side: str, n: int, concurrency: int, timeout_s: float, endpoi
     app.broker.ensure_queue(physical, QueueConfig())  # type: ignore[attr-defined]
     try:
         task.map([()] * n)
-        phase = asyncio.run(_drain(app, n, concurrency, timeout_s, log))
+        phase = asyncio.run(cloudq_drain(app, n, concurrency, timeout_s, log))
     finally:
         app.broker.purge(physical)  # type: ignore[attr-defined]
         app.close()

@@ -29,7 +29,7 @@ from bench.common import LocalStackLog, Phase, Window
 
 _NO_LOG = LocalStackLog(None)
 
-__all__ = ["LocalRound", "cloudq_round", "huey_round"]
+__all__ = ["LocalRound", "cloudq_drain", "cloudq_round", "huey_round"]
 
 _HUEY_SIGNALS = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
 
@@ -64,7 +64,7 @@ def cloudq_round(n: int, singles: int, concurrency: int, timeout_s: float) -> Lo
         app, task = _cloudq_app(Path(tmp) / "broker.db", concurrency)
         try:
             enqueue_map = _timed(n, lambda: task.map([()] * n))
-            drain = asyncio.run(_cloudq_drain(app, n, concurrency, timeout_s))
+            drain = asyncio.run(cloudq_drain(app, n, concurrency, timeout_s))
         finally:
             app.close()
     return LocalRound("cloudq", enqueue_one, enqueue_map, drain)
@@ -77,11 +77,12 @@ def _cloudq_app(path: Path, concurrency: int) -> tuple[Any, Any]:
     return app, app.task(name="bench.noop")(noop)
 
 
-async def _cloudq_drain(app: Any, n: int, concurrency: int, timeout_s: float) -> Phase:
+async def cloudq_drain(app: Any, n: int, concurrency: int, timeout_s: float, log: LocalStackLog = _NO_LOG) -> Phase:
+    """An in-process Worker draining ``n`` jobs of the app's default queue, timed (shared with bench.jobs)."""
     from cloudq.runtimes.worker import Worker
 
     worker = Worker(app, [app.settings.default_queue], concurrency=concurrency, max_tasks=n)
-    with Window(_NO_LOG) as window:
+    with Window(log) as window:
         stats = await asyncio.wait_for(worker.run(), timeout_s)
     await app.aclose()
     if stats.succeeded != n:
