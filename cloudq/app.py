@@ -68,7 +68,7 @@ def _tracking(task: str, track: bool, unique: bool, unique_key: Callable[..., st
         from cloudq.jobs.state import default_unique_key
 
         return Tracking(track, lambda args, kwargs: default_unique_key(args, kwargs))
-    return Tracking(track) if not track else Tracking()
+    return Tracking(track)
 
 
 class App:
