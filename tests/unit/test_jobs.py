@@ -105,13 +105,19 @@ def test_poison_dead_letters_with_its_reason(app: cloudq.App) -> None:
     assert failed.value.reason == "rejected" and failed.value.status == "dead_lettered"
 
 
-def test_result_of_an_unknown_job_raises_job_not_found_at_once(app: cloudq.App) -> None:
-    started = time.monotonic()
+def test_result_of_an_unknown_job_raises_job_not_found_at_once(app: cloudq.App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the store's first answer, not after polling out the 30 s timeout: one read, no pause."""
+    store = app.job_store
+    assert store is not None
+    reads: list[str] = []
+    get = store.get
+    monkeypatch.setattr(store, "get", lambda job_id: reads.append(job_id) or get(job_id))
+    monkeypatch.setattr("cloudq.jobs.ref.time.sleep", lambda s: reads.append(f"slept {s}"))
     with pytest.raises(cloudq.JobNotFound):
         app.job("never-enqueued").result(timeout=30)
+    assert reads == ["never-enqueued"]
     with pytest.raises(cloudq.JobNotFound):
         app.job("never-enqueued").cancel()
-    assert time.monotonic() - started < 5  # one read, not the 30 s timeout
 
 
 def test_result_times_out_while_the_job_waits(app: cloudq.App) -> None:
