@@ -5,9 +5,11 @@ cloudq-specific fixtures belong in tests/<kind>/conftest.py, not here.
 
 from __future__ import annotations
 
+import faulthandler
 import http.client
 import logging
 import os
+import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -92,6 +94,19 @@ def unique_name() -> Callable[..., str]:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
     return make
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A watchdog for the whole run: past CLOUDQ_TEST_WATCHDOG_S (default 30 min; the suite takes about 9)
+    every thread's stack is printed and the process exits 1.
+
+    pytest-timeout's 120 s per test cannot end every hang: a test's thread that never returns blocks the
+    event loop's executor shutdown, or the interpreter's exit, outside any test (a CI run once sat in one
+    until the CI's own limit, 90 minutes later, with nothing printed). The timer is never cancelled: it
+    covers the interpreter's exit too, and ends with the process."""
+    seconds = float(os.environ.get("CLOUDQ_TEST_WATCHDOG_S", "1800"))
+    if seconds > 0:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by `-m`

@@ -461,12 +461,11 @@ class Worker:
         due: dict[str, list[_Job]] = defaultdict(list)
         jobs = {id(job.delivery): job for job in [*self._running, *self._deleting.values()]}  # a job is briefly in both
         for job in jobs.values():
-            if job.visible_until - now >= self.visibility_timeout_s / 2:
-                continue
+            if job.timed_out or job.visible_until - now >= self.visibility_timeout_s / 2:
+                continue  # a job let go at its timeout is never extended again, not even while deleting
             if job.deadline is not None and now >= job.deadline and id(job.delivery) not in self._deleting:
-                if not job.timed_out:
-                    job.timed_out = True
-                    logger.warning("job.timeout", message_id=job.delivery.message_id, queue=job.queue)
+                job.timed_out = True
+                logger.warning("job.timeout", message_id=job.delivery.message_id, queue=job.queue)
                 continue
             due[job.physical].append(job)
         return due

@@ -110,7 +110,8 @@ def watch_queue(sqs_client: Any, url: str, start: threading.Event, stop: threadi
     manages to receive (and then keeps for 30 s)."""
     seen: list[dict[str, Any]] = []
     start.wait(30)
-    while not stop.is_set():
+    deadline = time.monotonic() + 40  # never forever: a thread left polling would hang the run at its exit
+    while not stop.is_set() and time.monotonic() < deadline:
         seen += sqs_client.receive_message(
             QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=30, MessageSystemAttributeNames=["ApproximateReceiveCount"]
         ).get("Messages", [])  # fmt: skip
@@ -167,8 +168,11 @@ async def test_a_task_longer_than_its_visibility_keeps_its_message_hidden_and_ru
 
 async def test_the_extension_stops_at_the_tasks_timeout(make_settings: Any, sqs_client: Any, aws_calls: AwsCalls) -> None:
     """A sync task past its 3 s timeout cannot be interrupted: its visibility is no longer extended after
-    job.timeout, so the message comes back (receive count 2) to another consumer while the task still runs."""
-    app = cloudq.App("shop", settings=make_settings(visibility_timeout_s=2))
+    job.timeout, so the message comes back (receive count 2) to another consumer while the task still runs.
+
+    One slot, held by the stuck task: the worker cannot receive the message back itself (with a free slot it
+    raced the other consumer for it, ran it again and extended that second delivery)."""
+    app = cloudq.App("shop", settings=make_settings(visibility_timeout_s=2, concurrency=1))
     started, taken = threading.Event(), threading.Event()
 
     @app.task(name="stuck", timeout=3)
