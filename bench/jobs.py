@@ -7,7 +7,8 @@
   store off and on DynamoDB. Reported, not a goal: moto's server is far slower than DynamoDB (about 340
   PutItem/s here).
 
-Store calls are counted per job for each side: the local store's protocol calls by a counting wrapper, and
+Store calls are counted per job for each side: the local store's protocol calls by a counting wrapper (and the
+claims and end states the local broker writes inside its own receives and deletes, cloudq.jobs.sqlite.BrokerLedger), and
 for DynamoDB the HTTP requests by operation (botocore's ``before-send`` event on the store's client), so
 the writes per tracked job (queued, running, final) and the reads are facts of the run, not of the docs.
 """
@@ -51,6 +52,8 @@ class _Counting:
                 return target(calls)
 
             return applied
+        if name == "ledger":  # the local broker's receive and delete carry the claims and end states
+            return self._counted_ledger(target)
         if name not in _COUNTED:
             return target
 
@@ -60,6 +63,28 @@ class _Counting:
             return target(*args, **kwargs)
 
         return counted
+
+    def _counted_ledger(self, build: Any) -> Any:
+        def built(*args: Any, **kwargs: Any) -> Any:
+            ledger = build(*args, **kwargs)
+            if ledger is None:
+                return None
+            received, deleting = ledger.received, ledger.deleting
+
+            def counted_received(db: Any, deliveries: Any) -> None:
+                received(db, deliveries)
+                with self._lock:
+                    self.calls["claim (in receive)"] += sum(d.claimed is not None for d in deliveries)
+
+            def counted_deleting(db: Any, deliveries: Any) -> None:
+                deleting(db, deliveries)
+                with self._lock:
+                    self.calls["finish (in delete)"] += sum(d.record is not None for d in deliveries)
+
+            ledger.received, ledger.deleting = counted_received, counted_deleting
+            return ledger
+
+        return built
 
 
 def _app(settings: Any) -> tuple[Any, Any]:

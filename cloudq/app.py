@@ -188,7 +188,29 @@ class App:
         from cloudq.jobs.tracker import JobTracker
 
         settings = self._settings
-        return JobTracker(store, record_running=settings.job_track == "running", cancel_check_s=settings.job_cancel_check_s)
+        record_running = settings.job_track == "running"
+        tracker = JobTracker(store, record_running=record_running, cancel_check_s=settings.job_cancel_check_s)
+        tracker.ledger = self._attach_ledger(store, record_running=record_running)
+        return tracker
+
+    def _attach_ledger(self, store: JobStore, *, record_running: bool) -> bool:
+        """The local broker writes the local store's claims and end states in its own transactions (one
+        SQLite file: see cloudq.jobs.sqlite.BrokerLedger); not for an app that signs, whose bodies must be
+        verified before anything trusts the job id in them."""
+        from cloudq.brokers.local import LocalBroker
+
+        broker = self.broker
+        if store.kind != "local" or not isinstance(broker, LocalBroker) or self.wire.signer is not None:
+            return False
+        registry = self.registry
+
+        def tracked(name: str) -> bool:
+            task = registry.get(name)
+            return task is not None and task.track
+
+        ledger = store.ledger(broker.path, tracked, record_running=record_running)  # type: ignore[attr-defined]
+        broker.attach_ledger(ledger)
+        return ledger is not None
 
     # -- job state --------------------------------------------------------------------------
     @property

@@ -197,7 +197,7 @@ class Consumer:
         settled = await self.settle(delivery, queue, outcome)
         if tracker is not None and job.control is not None:
             if defer_record:
-                recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt)
+                recorded = tracker.finish(job, outcome, settled, result, direct=not delivery.receipt, delivery=delivery)
                 if recorded is not None:
                     settled = Settled(settled.outcome, settled.done, settled.delay_s, recorded)
             else:
@@ -221,7 +221,10 @@ class Consumer:
         task: Task[Any, Any] | None = None
         tracker = self.tracker
         try:
-            envelope = await self.wire.open(delivery)  # resolve an S3 pointer, verify the signature, decode
+            # Resolve an S3 pointer, verify the signature, decode; a broker that claimed the job inside its
+            # receive (local broker, local store) decoded it already.
+            claimed = delivery.claimed
+            envelope = claimed[1] if claimed is not None else await self.wire.open(delivery)
             bind_contextvars(job_id=envelope.id, task=envelope.task)
             tracked = tracker is not None and getattr(self.registry.get(envelope.task), "track", True)
             control = tracker.control(envelope.id) if tracked and tracker is not None else None
@@ -232,7 +235,7 @@ class Consumer:
                 log.info("job.rescheduled", delay_s=waiting.delay_s)
                 return job, waiting, None
             task = self.registry.lookup(envelope.task)
-            if control is not None and (skip := await control.tracker.claim(job, attempt=attempt)) is not None:
+            if control is not None and (skip := await control.tracker.claim(job, attempt=attempt, claimed=claimed and claimed[0])) is not None:
                 return job, _skipped(log, skip), None
             log.debug("job.started")
             if on_start is not None:

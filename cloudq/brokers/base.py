@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cloudq.errors import ConfigurationError
 
@@ -67,6 +67,13 @@ class Delivery:
     group_id: str | None = None
     aws_trace_header: str | None = None
     """SQS's ``AWSTraceHeader`` system attribute (X-Ray), when the sender had one; tracing links it."""
+    claimed: Any = None
+    """The job store's claim of this delivery when the broker made it inside its own receive (the local
+    broker and the local store share one SQLite file: see :class:`cloudq.brokers.local.Ledger`); None:
+    the consumer claims it."""
+    record: Any = None
+    """A job's end state for the broker to write in the same transaction as this delivery's delete
+    (the same pair); None: nothing, or the consumer wrote it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cloudq.brokers.base import Delivery
 from cloudq.brokers.local_sql import translated
+from cloudq.envelope import Envelope
+from cloudq.errors import EnvelopeError
 from cloudq.jobs.state import ACTIVE, CANCELLABLE, FINAL, SKIP_ON_DELIVERY, Finish, JobState, NewJob, state_from_record
 from cloudq.jobs.store import Claim
 
@@ -79,6 +82,18 @@ _CLAIM_NEW = (
     "INSERT OR REPLACE INTO jobs (id, status, task, queue, attempts, enqueued_at, started_at, updated_at, expires_at)"
     " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)"
 )
+# The claim that rides on the local broker's receive (:class:`BrokerLedger`): the producer's queued row
+# already names the task and queue, and anything else (no row, expired, succeeded, cancelled) is left
+# to the consumer's own claim, which knows what to do with it.
+# One statement for the whole receive: the job ids and attempts in a VALUES list (UPDATE ... FROM needs
+# SQLite 3.33, RETURNING 3.35).
+_CLAIM_RECEIVED = f"""
+UPDATE jobs SET prev_status = jobs.status, status = 'running', attempts = v.column2, started_at = ?1, updated_at = ?1,
+    expires_at = ?2, finished_at = NULL, progress = NULL, progress_message = NULL
+FROM (VALUES {{values}}) AS v
+WHERE jobs.id = v.column1 AND jobs.expires_at > ?1 AND jobs.status NOT IN ({_SKIP})
+RETURNING jobs.id, jobs.prev_status, jobs.cancel_requested
+"""
 _FINISH = """
 UPDATE jobs SET status = ?2, attempts = ?3, result = ?4, error_type = ?5, error_message = ?6, error_reason = ?7,
     result_error = ?8, finished_at = ?9, updated_at = ?10, expires_at = ?11, cancel_requested = 0
@@ -168,11 +183,7 @@ class SqliteJobStore:
         return Claim(None)
 
     def _finish(self, db: sqlite3.Connection, now: float, job_id: str, end: Finish) -> None:
-        error = end.error
-        values = (
-            job_id, end.status, end.attempts, end.result_json, error.type if error else None, error.message if error else None,
-            error.reason if error else None, end.result_error, now if end.status in FINAL else None, now, now + self.ttl_s,
-        )  # fmt: skip
+        values = (*_finish_values(job_id, end, now), now, now + self.ttl_s)
         if db.execute(_FINISH, values).rowcount == 0:
             db.execute(_FINISH_NEW, (*values, end.task, end.queue, end.enqueued_at))
         if end.unique_key and end.status in FINAL:
@@ -226,6 +237,13 @@ class SqliteJobStore:
                 self._db.close()
                 self._db = None
 
+    def ledger(self, broker_path: str, tracked: Callable[[str], bool], *, record_running: bool) -> BrokerLedger | None:
+        """Claims and end states written inside the local broker's own transactions, when the broker's file
+        is this store's (``CLOUDQ_JOB_STORE=local`` on ``CLOUDQ_BROKER=local``); else None."""
+        if self.path == ":memory:" or os.path.abspath(self.path) != os.path.abspath(broker_path):
+            return None
+        return BrokerLedger(self, tracked, record_running=record_running)
+
     # -- connection and transactions --------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         if self._db is None or self._pid != os.getpid():
@@ -255,6 +273,69 @@ class SqliteJobStore:
     def _read(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         with self._lock, translated():
             return self._connection().execute(sql, params).fetchall()
+
+
+class BrokerLedger:
+    """The local store's writes on the local broker's connection, inside its transactions (see
+    :class:`cloudq.brokers.local.Ledger`): a busy worker's claims and end states cost no transaction,
+    thread hop or group commit of their own.
+
+    ``received`` decodes each body (what :meth:`cloudq.wire.Wire.open` does for an unsigned, inline body;
+    the App attaches a ledger only when the app does not sign) and claims the jobs of registered, tracked
+    tasks with no ETA whose queued record exists, leaving ``Delivery.claimed = (Claim, Envelope)``; every
+    other delivery is claimed by the consumer as on any broker. ``deleting`` writes the ``Delivery.record``
+    end states (set by :meth:`cloudq.jobs.tracker.JobTracker.finish` for jobs that succeeded) in the
+    delete's transaction: recorded and deleted together, or neither (the message comes back)."""
+
+    def __init__(self, store: SqliteJobStore, tracked: Callable[[str], bool], *, record_running: bool) -> None:
+        self.store = store
+        self.tracked = tracked
+        self.record_running = record_running
+
+    def received(self, db: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+        if not self.record_running:
+            return  # CLOUDQ_JOB_TRACK=final: the consumer's claim only reads
+        opened: dict[str, tuple[Delivery, Envelope]] = {}
+        for delivery in deliveries:
+            try:
+                envelope = Envelope.decode(delivery.body, default_id=delivery.message_id)
+            except EnvelopeError:
+                continue  # poison: the consumer says so
+            if envelope.eta is None and self.tracked(envelope.task):
+                opened[envelope.id] = (delivery, envelope)  # one id twice in a receive: the last is claimed here
+        if not opened:
+            return
+        store = self.store
+        now = store.clock()
+        values = ", ".join("(?, ?)" for _ in opened)
+        params = [x for job_id, (delivery, _) in opened.items() for x in (job_id, delivery.receive_count)]
+        for job_id, previous, cancel in db.execute(_CLAIM_RECEIVED.format(values=values), (now, now + store.ttl_s, *params)):
+            delivery, envelope = opened[job_id]
+            delivery.claimed = (Claim(previous, bool(cancel)), envelope)
+
+    def deleting(self, db: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+        records = [d.record for d in deliveries if d.record is not None]
+        if not records:
+            return
+        store = self.store
+        now = store.clock()
+        expires = now + store.ttl_s
+        if db.executemany(_FINISH, [(*_finish_values(job_id, end, now), now, expires) for job_id, end in records]).rowcount < len(records):
+            for job_id, end in records:  # some job has no record (expired, or its queued write was dropped)
+                store._finish(db, now, job_id, end)
+            return
+        keys = [(end.unique_key, job_id) for job_id, end in records if end.unique_key and end.status in FINAL]
+        if keys:
+            db.executemany("DELETE FROM job_keys WHERE key = ? AND job_id = ?", keys)
+
+
+def _finish_values(job_id: str, end: Finish, now: float) -> tuple[Any, ...]:
+    """``_FINISH``'s first nine parameters (then ``updated_at`` and ``expires_at``)."""
+    error = end.error
+    return (
+        job_id, end.status, end.attempts, end.result_json, error.type if error else None, error.message if error else None,
+        error.reason if error else None, end.result_error, now if end.status in FINAL else None,
+    )  # fmt: skip
 
 
 def _state(row: tuple[Any, ...]) -> JobState:

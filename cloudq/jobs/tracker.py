@@ -36,6 +36,7 @@ from cloudq.retry import Outcome
 from cloudq.transient import call_retrying
 
 if TYPE_CHECKING:
+    from cloudq.brokers.base import Delivery
     from cloudq.consumer import Settled
     from cloudq.job import Job
     from cloudq.jobs.store import JobStore
@@ -105,6 +106,9 @@ class JobTracker:
         self._group = GroupCommit(store) if callable(getattr(store, "apply", None)) else None  # type: ignore[arg-type]
         self._running: dict[str, JobControl] = {}
         self._watch: asyncio.Task[None] | None = None
+        self.ledger = False
+        """The broker writes claims and end states in its own transactions (the local broker and the local
+        store: :class:`cloudq.jobs.sqlite.BrokerLedger`); set by the App when it attaches one."""
 
     # -- store calls that never fail the job ------------------------------------------------
     async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -133,11 +137,16 @@ class JobTracker:
     def control(self, job_id: str) -> JobControl:
         return JobControl(self, job_id)
 
-    async def claim(self, job: Job, *, attempt: int) -> Outcome | None:
-        """None: run the job (registered with the cancel watch); else the outcome that skips it."""
-        claim = await self.write(
-            "claim", job.id, task=job.task, queue=job.queue, attempt=attempt, enqueued_at=epoch(job.enqueued_at), record=self.record_running
-        )
+    async def claim(self, job: Job, *, attempt: int, claimed: Any = None) -> Outcome | None:
+        """None: run the job (registered with the cancel watch); else the outcome that skips it.
+
+        ``claimed``: the claim the broker already made inside its receive (``Delivery.claimed``)."""
+        if claimed is not None:
+            claim = claimed
+        else:
+            claim = await self.write(
+                "claim", job.id, task=job.task, queue=job.queue, attempt=attempt, enqueued_at=epoch(job.enqueued_at), record=self.record_running
+            )
         if claim is not _DROPPED:
             if claim.previous == "succeeded":
                 return Outcome("duplicate")
@@ -161,9 +170,12 @@ class JobTracker:
             return Outcome("cancelled", error=outcome.error)
         return outcome
 
-    def finish(self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool) -> asyncio.Future[Any] | None:
+    def finish(
+        self, job: Job, outcome: Outcome, settled: Settled, result: Any, *, direct: bool, delivery: Delivery | None = None
+    ) -> asyncio.Future[Any] | None:
         """Start writing the run's end state; the future completes once the write is done (a failed group
-        write is retried alone in the background). None when there is nothing to write.
+        write is retried alone in the background). None when there is nothing to write, or when the
+        broker writes it with the delivery's delete (``delivery.record``, on a :attr:`ledger` broker).
 
         A future, not a coroutine: the worker holds one per job while its slot already runs the next job,
         and a task per job would cost more than the write itself."""
@@ -172,6 +184,9 @@ class JobTracker:
         if control is not None and control.pending:  # progress writes still in flight: the end lands after them
             return asyncio.ensure_future(self._finish_after(control.pending, job.id, end))
         if end is None:
+            return None
+        if self.ledger and delivery is not None and outcome.kind == "ack" and settled.done:
+            delivery.record = (job.id, end)  # the worker's delete of this delivery writes it
             return None
         if self._group is None:
             return asyncio.ensure_future(self.call("finish", self.store.finish, job.id, end))
@@ -201,14 +216,18 @@ class JobTracker:
         kind = outcome.kind
         if kind in ("duplicate", "reschedule") or not job.task or (not settled.done and kind != "retry"):
             return None  # nothing ran, or the message stays and its next delivery decides
+        if kind == "ack":  # the common case, written out (no closure): it runs for every job
+            text, problem = encode_result(result, self.store.max_result_bytes) if result is not None else (None, None)
+            if problem:
+                logger.warning("job.result_not_stored", job_id=job.id, result_error=problem)
+            return Finish(
+                "succeeded", job.task, job.queue, job.attempt, epoch(job.enqueued_at), result_json=text, result_error=problem,
+                unique_key=job.headers.get(UNIQUE_HEADER) if job.headers else None,
+            )  # fmt: skip
+
         def ended(status: Status, **fields: Any) -> Finish:
             return Finish(status, job.task, job.queue, job.attempt, epoch(job.enqueued_at), unique_key=job.headers.get(UNIQUE_HEADER), **fields)
 
-        if kind == "ack":
-            text, problem = encode_result(result, self.store.max_result_bytes)
-            if problem:
-                logger.warning("job.result_not_stored", job_id=job.id, result_error=problem)
-            return ended("succeeded", result_json=text, result_error=problem)
         if kind == "cancelled":
             return ended("cancelled")
         error = outcome.error
@@ -217,7 +236,10 @@ class JobTracker:
 
     # -- the cancel watch -------------------------------------------------------------------
     def _ensure_watch(self) -> None:
+        """Start the watch if it is not running on this loop (it ends when no job runs)."""
         watch = self._watch
+        if watch is not None and len(self._running) > 1 and not watch.done():
+            return  # it was running for the others: the common case of a busy worker, checked cheaply
         loop = asyncio.get_running_loop()
         if watch is None or watch.done() or watch.get_loop() is not loop:
             self._watch = loop.create_task(self._watch_running())

@@ -3,7 +3,10 @@
 * Two producer processes enqueue the same unique job at the same instant: both get one JobRef, and one
   message is sent.
 * A worker is SIGKILLed after its job succeeded (state recorded) but before its batched delete: the message
-  comes back, and the next worker acks it without running the task again.
+  comes back, and the next worker acks it without running the task again. That order (recorded, then
+  deleted) is the consumer's own, on every broker but one: the local broker with the local store writes the
+  end state inside the delete's transaction (tests/unit/test_jobs_ledger.py), where recorded-not-deleted
+  cannot happen. This test signs its jobs, which keeps the consumer's order on the local broker too.
 
 The DynamoDB twins of both (moto_server, LocalStack) are in tests/integration/test_jobs_aws.py.
 """
@@ -61,7 +64,10 @@ def env(project: Path, **extra: str) -> dict[str, str]:
     return {**base, "PYTHONPATH": str(project), "CLOUDQ_LOCAL_PATH": str(project / "q.db"), "CLOUDQ_WAIT_TIME_S": "1", **extra}
 
 
-def local_app(project: Path) -> cloudq.App:
+SIGNING_KEY = "test-signing-key-0123456789abcdef"
+
+
+def local_app(project: Path, **settings: str) -> cloudq.App:
     """The module's app (its tasks registered), on this test's broker file."""
     import importlib.util
 
@@ -70,7 +76,7 @@ def local_app(project: Path) -> cloudq.App:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     app: cloudq.App = module.app
-    app.settings = cloudq.Settings(broker="local", local_path=str(project / "q.db"))
+    app.settings = cloudq.Settings(broker="local", local_path=str(project / "q.db"), **settings)
     return app
 
 
@@ -91,10 +97,10 @@ def test_two_processes_enqueueing_one_unique_job_at_once_get_the_same_ref(projec
 
 
 def test_the_duplicate_a_sigkill_leaves_is_not_run_twice(project: Path) -> None:
-    app = local_app(project)
+    app = local_app(project, signing_keys=SIGNING_KEY)
     ref = app.enqueue("rebuild", "orders")
     # Deletes wait up to 30 s to batch: the SIGKILL lands after the success is recorded, before the delete.
-    worker_env = env(project, CLOUDQ_DELETE_FLUSH_S="30", CLOUDQ_VISIBILITY_TIMEOUT_S="2")
+    worker_env = env(project, CLOUDQ_DELETE_FLUSH_S="30", CLOUDQ_VISIBILITY_TIMEOUT_S="2", CLOUDQ_SIGNING_KEYS=SIGNING_KEY)
     worker = subprocess.Popen([sys.executable, "-m", "cloudq", "worker", "jobapp:app"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -109,7 +115,7 @@ def test_the_duplicate_a_sigkill_leaves_is_not_run_twice(project: Path) -> None:
     while app.broker.stats(physical).visible != 1:  # type: ignore[attr-defined]  # back after its 2 s visibility
         assert time.monotonic() < deadline + 30
         time.sleep(0.1)
-    again = subprocess.run([sys.executable, "-m", "cloudq", "worker", "jobapp:app", "--burst"], env=env(project, CLOUDQ_WAIT_TIME_S="3"),
+    again = subprocess.run([sys.executable, "-m", "cloudq", "worker", "jobapp:app", "--burst"], env=env(project, CLOUDQ_WAIT_TIME_S="3", CLOUDQ_SIGNING_KEYS=SIGNING_KEY),
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 0, again.stderr
     runs = (project / "ran.txt").read_text().splitlines()
