@@ -116,7 +116,7 @@ class MiddlewareChain:
     def enqueue_all(self, envelopes: list[Envelope]) -> list[Envelope]:
         """Each envelope of one send (a ``.map`` batch) through every ``on_enqueue``. A middleware may
         see the batch at once through an ``on_enqueue_batch(envelopes) -> envelopes`` method (cloudq's
-        tracing does: one span per batch); the others see the envelopes one by one."""
+        tracing does, to add each job's own creation context); the others see the envelopes one by one."""
         for middleware in self._enqueue:
             batch = getattr(middleware, "on_enqueue_batch", None)
             envelopes = list(batch(envelopes)) if batch is not None else [middleware.on_enqueue(e) for e in envelopes]
