@@ -22,6 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from structlog.testing import capture_logs
 
 import cloudq
+import cloudq.testing
 from cloudq.brokers.base import OutgoingMessage
 from cloudq.brokers.memory import MemoryBroker
 from cloudq.envelope import Envelope
@@ -221,6 +222,27 @@ def test_a_failing_send_marks_the_send_span_as_error_and_the_enqueue_still_raise
     assert event.name == "exception" and (event.attributes or {})["exception.type"].endswith("BrokerUnavailable")
     assert send.end_time is not None and returned <= send.end_time
     assert broker.stats("default").visible == 0
+
+
+def test_in_eager_mode_a_jobs_own_map_nests_under_its_consumer_span(app: cloudq.App, exporter: InMemorySpanExporter) -> None:
+    """cloudq.testing.eager runs each job inside its send: the sends nest (each its own scope), and the inner
+    .map's spans hang under the outer job's consumer span, each inner job's consumer span under its create span."""
+
+    @app.task(name="t.outer")
+    def outer() -> None:
+        app.get_task("t.ok").map([(), ()])
+
+    with cloudq.testing.eager(app):
+        outer.delay()
+    [outer_send] = [s for s in spans(exporter, SpanKind.PRODUCER) if s.name == "send t.outer"]
+    [outer_job] = [s for s in spans(exporter, SpanKind.CONSUMER) if (s.attributes or {})["cloudq.task"] == "t.outer"]
+    creates = [s for s in spans(exporter, SpanKind.PRODUCER) if s.name == "create t.ok"]
+    [inner_send] = spans(exporter, SpanKind.CLIENT)
+    inner_jobs = [s for s in spans(exporter, SpanKind.CONSUMER) if (s.attributes or {})["cloudq.task"] == "t.ok"]
+
+    assert outer_job.parent is not None and outer_job.parent.span_id == outer_send.context.span_id
+    assert all(s.parent is not None and s.parent.span_id == outer_job.context.span_id for s in [*creates, inner_send])
+    assert sorted(s.parent.span_id for s in inner_jobs if s.parent) == sorted(c.context.span_id for c in creates)
 
 
 def test_a_send_span_outside_cloudqs_producer_still_marks_the_enqueue(exporter: InMemorySpanExporter) -> None:
