@@ -12,14 +12,15 @@ set when the App is built), so a cold start without it pays nothing.
   every creation context (the SDK keeps 128 links per span by default: ``OTEL_SPAN_LINK_COUNT_LIMIT``).
   The create and send spans are children of the caller's context (outside any span each job starts a
   trace of its own), so each consumer span is the child of its own message's context, and the batch
-  is one span. That is N + 1 spans, and the SDK spends some 20 µs on each (more than cloudq's own work
-  per job of a ``.map`` on the memory broker; a few per cent of SQS's): ``TracingMiddleware(create_spans=False)``,
-  the conventions' switch, makes a batch one PRODUCER span whose context every job carries (the
-  consumer spans are then siblings).
+  is one span. That is N + 1 spans, and the SDK spends some 20 µs on each (more than cloudq's own
+  work per job of a ``.map`` on the memory broker; a few per cent of SQS's):
+  ``TracingMiddleware(create_spans=False)``, the conventions' switch, makes a batch one PRODUCER span
+  whose context every job carries (the consumer spans are then siblings).
   The send span opens in ``on_send``, before the first ``on_enqueue``, and ends once the broker call
   has returned: it times the whole send (signing, S3 offload, the job-state write, the SQS calls), is
-  current during it (a botocore instrumentation's spans nest under it), and a send that raises is
-  recorded on it (the exception, status error) before the enqueue raises as ever. The W3C
+  current during it (spans made inside, such as an instrumented boto3 call of ``.delay``, nest under
+  it; the async send's calls may run on cloudq's I/O threads, which do not carry it), and a send that
+  raises is recorded on it (the exception, status error) before the enqueue raises as ever. The W3C
   ``traceparent``/``tracestate`` go into each envelope's ``headers``: no SQS message attribute is
   spent (SQS allows 10).
 * **Consumer** (``on_job``/``on_outcome``): one CONSUMER span ``process <queue>`` per delivery, child of
@@ -69,8 +70,9 @@ _XRAY = re.compile(r"Root=1-([0-9a-f]{8})-([0-9a-f]{24});Parent=([0-9a-f]{16})(?
 
 # The span of the job this asyncio task is processing, from on_job to on_outcome.
 _current: ContextVar[tuple[Any, Any] | None] = ContextVar("cloudq_tracing_span", default=None)
-# The W3C headers of each job of the send in progress (on_send), by job id, for on_enqueue to add.
-_carriers: ContextVar[dict[str, dict[str, str]] | None] = ContextVar("cloudq_tracing_carriers", default=None)
+# The sends in progress (on_send), by the middleware that opened each: the W3C headers of each of its jobs by
+# job id, for that middleware's on_enqueue (two in one chain each find their own).
+_sending: ContextVar[dict[TracingMiddleware, dict[str, dict[str, str]]]] = ContextVar("cloudq_tracing_send", default={})  # noqa: B039 - never mutated
 
 
 def parent_context(headers: Mapping[str, str]) -> Context | None:
@@ -119,11 +121,11 @@ class TracingMiddleware(Middleware):
 
     def on_enqueue_batch(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """Each envelope with its creation context's headers, made by the ``on_send`` around it."""
-        carriers = _carriers.get()
-        if carriers is None:  # no on_send around this call (not cloudq's producer): the spans mark the enqueue only
+        carriers = _sending.get().get(self)
+        if carriers is None:  # not inside this middleware's on_send (not cloudq's producer): spans that mark the enqueue only
             with self.on_send("", envelopes):
                 return self.on_enqueue_batch(envelopes)
-        if not carriers:  # tracing is a no-op here (the API without an SDK), or nothing is sampled
+        if not carriers:  # tracing is a no-op here (the API without an SDK)
             return list(envelopes)
         return [envelope.with_headers(**carriers[envelope.id]) if envelope.id in carriers else envelope for envelope in envelopes]
 
@@ -219,27 +221,27 @@ class TracingMiddleware(Middleware):
 
 class _SendScope:
     """One send's spans, from ``on_send``'s entry to the broker call's return: the send span is current
-    in between, the jobs' headers wait in ``_carriers`` for ``on_enqueue``, a send that raises is recorded."""
+    in between, the jobs' headers wait in ``_sending`` for ``on_enqueue``, a send that raises is recorded."""
 
-    __slots__ = ("_carriers", "_context", "_envelopes", "_middleware", "_queue", "_span")
+    __slots__ = ("_context", "_envelopes", "_middleware", "_queue", "_sending", "_span")
 
     def __init__(self, middleware: TracingMiddleware, queue: str, envelopes: Sequence[Envelope]) -> None:
         self._middleware, self._queue, self._envelopes = middleware, queue, envelopes
         self._span: Any = None
-        self._carriers: Token[dict[str, dict[str, str]] | None] | None = None
+        self._sending: Token[dict[TracingMiddleware, dict[str, dict[str, str]]]] | None = None
         self._context: object = None
 
     def __enter__(self) -> None:
-        if not self._envelopes:
-            self._carriers = _carriers.set({})
-            return
-        self._span, carriers = self._middleware._start_send(self._queue, self._envelopes)
-        self._carriers = _carriers.set(carriers)
-        self._context = otel_context.attach(trace.set_span_in_context(self._span))
+        carriers: dict[str, dict[str, str]] = {}
+        if self._envelopes:
+            self._span, carriers = self._middleware._start_send(self._queue, self._envelopes)
+        self._sending = _sending.set({**_sending.get(), self._middleware: carriers})
+        if self._span is not None:
+            self._context = otel_context.attach(trace.set_span_in_context(self._span))
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._carriers is not None:
-            _carriers.reset(self._carriers)
+        if self._sending is not None:
+            _sending.reset(self._sending)
         span = self._span
         if span is None:
             return

@@ -204,6 +204,7 @@ def test_the_send_span_is_open_and_current_while_the_broker_sends(recording: tup
     assert send.start_time <= started <= returned <= send.end_time
     assert current.get_span_context().span_id == send.context.span_id
     assert send.status.is_ok
+    assert not trace.get_current_span().get_span_context().is_valid  # current only during the send
 
 
 @pytest.mark.parametrize("how", SENDS)
@@ -222,6 +223,7 @@ def test_a_failing_send_marks_the_send_span_as_error_and_the_enqueue_still_raise
     assert event.name == "exception" and (event.attributes or {})["exception.type"].endswith("BrokerUnavailable")
     assert send.end_time is not None and returned <= send.end_time
     assert broker.stats("default").visible == 0
+    assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_in_eager_mode_a_jobs_own_map_nests_under_its_consumer_span(app: cloudq.App, exporter: InMemorySpanExporter) -> None:
@@ -276,6 +278,24 @@ def test_the_headers_are_what_the_w3c_propagator_writes_tracestate_included(app:
         carriers[(span.attributes or {})["cloudq.job_id"]] = carrier
     assert by_job == carriers and len(by_job) == 3
     assert all(c["tracestate"] == "vendor=abc,other=1" for c in carriers.values())
+
+
+def test_two_tracing_middlewares_each_keep_to_their_own_send(exporter: InMemorySpanExporter) -> None:
+    """Two TracingMiddleware in one chain (say the App's and one's own): each makes its own spans of the send
+    once, and the jobs carry the contexts of the inner one's create spans (the last on_enqueue writes the headers)."""
+    providers = [TracerProvider(), TracerProvider()]
+    for provider in providers:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = cloudq.App("twice", settings=cloudq.Settings(broker="memory", tracing="none"), middleware=[TracingMiddleware(p) for p in providers])
+    app.task(name="t.ok")(lambda: None)
+    refs = app.get_task("t.ok").map([()] * 2)
+    deliveries = asyncio.run(app.broker.receive("default", max_messages=10, wait_s=0))  # type: ignore[attr-defined]
+    sends = spans(exporter, SpanKind.CLIENT)
+    inner = {s.context.span_id for s in spans(exporter, SpanKind.PRODUCER) if s.resource is providers[1].resource}
+    carried = {int(Envelope.decode(d.body).headers["traceparent"][36:52], 16) for d in deliveries}
+
+    assert len(sends) == 2 and len(spans(exporter, SpanKind.PRODUCER)) == 4 and len(refs) == 2
+    assert carried == inner and len(inner) == 2
 
 
 def test_without_an_sdk_nothing_is_added_to_the_headers() -> None:
