@@ -113,9 +113,15 @@ def run_cli(args: argparse.Namespace, report: Report, endpoint: str, log: LocalS
 
 
 def run_obs(args: argparse.Namespace, report: Report, endpoint: str, log: LocalStackLog, deadline: Deadline) -> None:
-    """Spawned `cloudq worker` drains: metrics none vs EMF, tracing off vs the OTel SDK (bench/obs_drain.py)."""
+    """Spawned `cloudq worker` drains: metrics none vs EMF, tracing off vs the OTel SDK (bench/obs_drain.py);
+    first, in process, what tracing adds to one `.map()` of 1000 jobs on the memory broker (bench/obs_map.py)."""
+    from bench import obs_map
     from bench.cli_drain import CliBench
     from bench.obs_drain import obs_rounds
+
+    mapped = obs_map.summarize(obs_map.map_rounds(1000, max(15, args.obs_rounds)))
+    report.data["observability_map"] = mapped
+    report.lines += ["", *obs_map.text(mapped).splitlines()]
 
     client = sqs_client(endpoint, pool=10)
     queues = QueueFactory(client, unique_name("obs").removeprefix("obs-"))

@@ -1,7 +1,8 @@
 """The producer: turns calls into envelopes and sends them, sync (boto3) or async (aioboto3).
 
 Building messages is pure and shared; ``send`` and ``asend`` differ only in the one
-broker call. Middleware's ``on_enqueue`` sees every envelope before anything is sent. Delays
+broker call. Middleware's ``on_enqueue`` sees every envelope before anything is sent, and its
+``on_send`` is held open around the whole send (taken only when a middleware has it). Delays
 beyond SQS's 15-minute maximum become an envelope ``eta``: the message is sent with the maximum
 delay and the worker re-sends it until it is due.
 """
@@ -139,7 +140,7 @@ class Producer:
 
     def _build(
         self, task: str, queue: str, calls: Sequence[Call], options: SendOptions, tracking: Tracking, store: JobStore | None
-    ) -> tuple[str, list[Envelope], list[OutgoingMessage]]:
+    ) -> tuple[str, list[Envelope]]:
         queue = options.queue or queue
         now = utcnow()
         envelopes = [Envelope(task, args, kwargs, enqueued_at=now) for args, kwargs in calls]
@@ -148,10 +149,13 @@ class Producer:
 
             keys = [tracking.key(task, call, options) for call in calls]
             envelopes = [e.with_headers(**{UNIQUE_HEADER: k}) if k else e for e, k in zip(envelopes, keys)]
+        return queue, envelopes
+
+    def _messages(self, queue: str, envelopes: list[Envelope], options: SendOptions) -> tuple[list[Envelope], list[OutgoingMessage]]:
         envelopes = self.middleware.enqueue_all(envelopes)
         encode = self._wire().encode  # signs, with CLOUDQ_SIGNING_KEYS
         pairs = [outgoing(envelope, queue, options, encode) for envelope in envelopes]
-        return queue, [p[0] for p in pairs], [p[1] for p in pairs]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _store(self, tracking: Tracking) -> JobStore | None:
         return self.jobs() if tracking.track else None
@@ -168,7 +172,17 @@ class Producer:
 
     def send(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions, tracking: Tracking = TRACKED) -> list[JobRef]:
         store = self._store(tracking)
-        queue, envelopes, messages = self._build(task, queue, calls, options, tracking, store)
+        queue, envelopes = self._build(task, queue, calls, options, tracking, store)
+        if not envelopes:
+            return []
+        scope = self.middleware.sending(queue, envelopes)  # None without any on_send: no `with` at all
+        if scope is None:
+            return self._send(task, queue, envelopes, options, store)
+        with scope:
+            return self._send(task, queue, envelopes, options, store)
+
+    def _send(self, task: str, queue: str, envelopes: list[Envelope], options: SendOptions, store: JobStore | None) -> list[JobRef]:
+        envelopes, messages = self._messages(queue, envelopes, options)
         if not messages:
             return []
         if store is None:
@@ -187,7 +201,17 @@ class Producer:
 
     async def asend(self, task: str, queue: str, calls: Sequence[Call], options: SendOptions, tracking: Tracking = TRACKED) -> list[JobRef]:
         store = self._store(tracking)
-        queue, envelopes, messages = self._build(task, queue, calls, options, tracking, store)
+        queue, envelopes = self._build(task, queue, calls, options, tracking, store)
+        if not envelopes:
+            return []
+        scope = self.middleware.sending(queue, envelopes)
+        if scope is None:
+            return await self._asend(task, queue, envelopes, options, store)
+        with scope:
+            return await self._asend(task, queue, envelopes, options, store)
+
+    async def _asend(self, task: str, queue: str, envelopes: list[Envelope], options: SendOptions, store: JobStore | None) -> list[JobRef]:
+        envelopes, messages = self._messages(queue, envelopes, options)
         if not messages:
             return []
         if store is None:

@@ -232,7 +232,8 @@ def eager(app: App) -> Iterator[None]:
     """Inside the block, ``.delay``/``.adelay``/``.map``/``app.enqueue`` run each job at once, in the
     caller's process, through the consumer core, and raise what the task raised (``cloudq.Retry`` and
     ``Reject`` included); send delays are ignored. They return their ``JobRef`` as usual. No broker is
-    used or created; middleware's ``on_enqueue``, ``on_job`` and ``on_outcome`` all run."""
+    used or created; middleware's ``on_send`` (around the job's run, which is the send here), ``on_enqueue``,
+    ``on_job`` and ``on_outcome`` all run."""
     with app.producer.sending_to(_EagerBroker(app)):  # type: ignore[arg-type]  # sends only: all eager needs
         yield
 

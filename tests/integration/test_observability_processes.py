@@ -50,7 +50,7 @@ def dump():
             out.write(json.dumps({
                 "process": os.environ["PROCESS"], "name": s.name, "kind": s.kind.name, "trace_id": s.context.trace_id,
                 "span_id": s.context.span_id, "parent": s.parent.span_id if s.parent else None,
-                "attributes": dict(s.attributes or {}),
+                "links": [link.context.span_id for link in s.links], "attributes": dict(s.attributes or {}),
             }) + "\\n")
 
 
@@ -86,22 +86,33 @@ def spans(env: dict[str, str]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("runtime", ["worker", "lambda-local"])
 def test_a_trace_crosses_from_a_producer_process_to_the_consumer_process(env: dict[str, str], tmp_path: Path, runtime: str) -> None:
-    """The consumer span (worker, or the Lambda handler fed SQS records) is a child of the producer's span from
-    another process, in the same trace, and the task's own span is the consumer span's child."""
-    run(["-c", "import tr_app; tr_app.work.delay(7)"], env, tmp_path, "producer")
+    """A .delay() and a .map() of 2 in one process, consumed in another (the worker, or the Lambda handler fed SQS
+    records): the delay's consumer span is a child of its PRODUCER send span; each mapped job's consumer span is a
+    child of its own job's PRODUCER create span, which the batch's CLIENT send span links to; each task's own span
+    is its consumer span's child."""
+    run(["-c", "import tr_app; tr_app.work.delay(7); tr_app.work.map([(1,), (2,)])"], env, tmp_path, "producer")
     run(["-m", "cloudq", runtime, "tr_app:app", "--burst"], env, tmp_path, "consumer")
     found = spans(env)
-    [producer] = [s for s in found if s["process"] == "producer"]
-    [consumer] = [s for s in found if s["process"] == "consumer" and s["kind"] == "CONSUMER"]
-    [body] = [s for s in found if s["name"] == "task body"]
+    [single] = [s for s in found if s["process"] == "producer" and s["kind"] == "PRODUCER" and s["name"] == "send tr.work"]
+    creates = [s for s in found if s["process"] == "producer" and s["name"] == "create tr.work"]
+    [batch] = [s for s in found if s["process"] == "producer" and s["kind"] == "CLIENT"]
+    consumers = {s["attributes"]["cloudq.job_id"]: s for s in found if s["process"] == "consumer" and s["kind"] == "CONSUMER"}
+    bodies = [s for s in found if s["name"] == "task body"]
 
-    assert producer["kind"] == "PRODUCER" and producer["name"] == "send tr.work"
-    assert consumer["trace_id"] == producer["trace_id"] and consumer["parent"] == producer["span_id"]
-    assert body["parent"] == consumer["span_id"]
+    assert len(consumers) == 3 and len(creates) == 2 and len(bodies) == 3
+    consumer = consumers[single["attributes"]["cloudq.job_id"]]
+    assert consumer["trace_id"] == single["trace_id"] and consumer["parent"] == single["span_id"]
+    assert batch["name"] == "send tr.work" and batch["attributes"]["messaging.batch.message_count"] == 2
+    assert sorted(batch["links"]) == sorted(c["span_id"] for c in creates)
+    for create in creates:
+        own = consumers[create["attributes"]["cloudq.job_id"]]
+        assert own["trace_id"] == create["trace_id"] and own["parent"] == create["span_id"]
+    assert sorted(b["parent"] for b in bodies) == sorted(c["span_id"] for c in consumers.values())
     attributes = consumer["attributes"]
     assert attributes["messaging.system"] == "aws_sqs" and attributes["messaging.destination.name"] == "default"
     assert attributes["cloudq.task"] == "tr.work" and attributes["cloudq.attempt"] == 1 and attributes["cloudq.outcome"] == "ack"
     assert attributes["messaging.message.id"] and attributes["cloudq.job_id"]
+    assert single["attributes"]["messaging.destination.name"] == "default"
 
 
 def test_a_worker_on_sqs_writes_emf_lines_with_the_runs_counts(env: dict[str, str], tmp_path: Path) -> None:
