@@ -1,11 +1,11 @@
 """``python -m chaos``: the chaos suite (what ``make chaos`` runs). See chaos/README.md.
 
-For each broker, the same jobs twice: a baseline without faults, then the run with faults; prints the
-figures side by side and one JSON line, and exits 1 if a check failed in any run, 2 for a set-up problem.
-With the job store (the default; ``--no-job-store`` for none), the local broker's runs keep job state in
-its file, and SQS gets a third pair of runs, ``sqs+dynamodb``: ``--store-jobs`` jobs with the DynamoDB store
-on a moto_server (``--dynamodb``, ``$CLOUDQ_CHAOS_DYNAMODB``), fewer because moto serves far fewer calls
-per second than the rest of the suite needs (see chaos/README.md).
+For each target (``sqs``, ``sqs+dynamodb``, ``local``), the same jobs twice: a baseline without faults,
+then the run with faults; prints the figures side by side and one JSON line, and exits 1 if a check failed
+in any run, 2 for a set-up problem. With the job store (the default; ``--no-job-store`` for none), the
+local broker's runs keep job state in its file, and SQS gets a second pair of runs, ``sqs+dynamodb``:
+``--store-jobs`` jobs with the DynamoDB store on a moto_server (``--dynamodb``, ``$CLOUDQ_CHAOS_DYNAMODB``),
+fewer because moto serves far fewer calls per second than the rest of the suite (see chaos/README.md).
 """
 
 from __future__ import annotations
