@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["read_back", "store_checks", "store_figures"]
 
-_SKIP_CAUSES_OK = frozenset({"sigkill", "delete_failed"})
+_SKIP_CAUSES_OK = frozenset({"sigkill", "delete_failed", "visibility_expired"})
 _SHOWN = 10
 
 
@@ -63,7 +63,7 @@ def _skip_causes(ledger: Ledger, keys: dict[str, int], sigkilled: set[str], dele
         done = sorted(ledger.ok_runs.get(key, []) + skips, key=lambda r: r.t)
         for skip in skips:
             before = [r for r in done if r.t < skip.t]
-            causes[ledger.came_back(before[-1], sigkilled, delete_failed) if before else "no_run_before"] += 1
+            causes[ledger.came_back(before[-1], skip, sigkilled, delete_failed) if before else "no_run_before"] += 1
     return causes
 
 
@@ -108,7 +108,7 @@ def store_checks(r: dict[str, Any], dropped: int) -> list[tuple[bool, str]]:
     end = r["store_end_state"]
     return [
         (r["store_violations"] == 0, f"{r['store_violations']} runs of jobs the job store had seen succeed: {r['store_violation_examples']}"),
-        (not skips_odd, f"skipped duplicates whose message came back unexplained: {skips_odd}"),
+        (not skips_odd, f"skipped duplicates whose message came back for no reason a fault explains: {skips_odd}"),
         (
             end["good_not_succeeded"] <= dropped,
             f"{end['good_not_succeeded']} good jobs not succeeded in the job store ({dropped} job.state_dropped logged): {end['good']}, e.g. {end['good_not_succeeded_keys']}",

@@ -37,7 +37,9 @@ class Ledger:
     ok_runs: dict[int, list[Run]] = field(default_factory=lambda: defaultdict(list))
     failed: dict[int, list[Run]] = field(default_factory=lambda: defaultdict(list))
     received: dict[str, set[Receive]] = field(default_factory=lambda: defaultdict(set))
+    received_at: dict[Receive, float] = field(default_factory=dict)
     deleted: dict[str, set[Receive]] = field(default_factory=lambda: defaultdict(set))
+    deleted_at: dict[Receive, float] = field(default_factory=dict)
     released: dict[str, set[Receive]] = field(default_factory=lambda: defaultdict(set))
     settled: dict[str, dict[Receive, str]] = field(default_factory=lambda: defaultdict(dict))
     dead_lettered: Counter[str] = field(default_factory=Counter)  # message id -> times the consumer dead-lettered it
@@ -73,8 +75,10 @@ class Ledger:
             (self.ok_runs if r["ok"] else self.failed)[r["k"]].append(Run(r["t"], worker, delivery))
         elif event == "recv":
             self.received[worker].add(delivery)
+            self.received_at[delivery] = r["t"]
         elif event == "ack":
             self.deleted[worker].add(delivery)
+            self.deleted_at[delivery] = r["t"]
         elif event == "vis" and r["s"] == 0:
             self.released[worker].add(delivery)
         elif event == "out":
@@ -116,15 +120,20 @@ class Ledger:
                 continue
             jobs += 1
             ordered = sorted(runs, key=lambda run: run.t)
-            for before in ordered[:-1]:
-                causes[self.came_back(before, sigkilled, delete_failed)] += 1
+            for before, again in zip(ordered, ordered[1:]):
+                causes[self.came_back(before, again, sigkilled, delete_failed)] += 1
         return causes, jobs
 
-    def came_back(self, before: Run, sigkilled: set[str], delete_failed: set[str]) -> str:
-        """Why the message of ``before``, a delivery that finished, came back: it was deleted and still
-        came back (``after_delete``), its worker was SIGKILLed before the delete (``sigkill``), the delete
-        failed (``delete_failed``: the worker logged worker.ack_failed), or none of these (``unexplained``)."""
+    def came_back(self, before: Run, again: Run, sigkilled: set[str], delete_failed: set[str]) -> str:
+        """Why the message of ``before``, a delivery that finished, came back as ``again``: it was received
+        again while ``before``'s worker still held it, its delete returning later (``visibility_expired``:
+        a heartbeat an outage stopped, or a delete slower than the visibility); it was deleted and still came
+        back (``after_delete``); its worker was SIGKILLed before the delete (``sigkill``); the delete failed
+        (``delete_failed``: the worker logged worker.ack_failed); or none of these (``unexplained``)."""
         if before.delivery in self.deleted[before.worker]:
+            returned = self.received_at.get(again.delivery)
+            if returned is not None and returned < self.deleted_at[before.delivery]:
+                return "visibility_expired"
             return "after_delete"
         if before.worker in sigkilled:
             return "sigkill"

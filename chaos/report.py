@@ -94,6 +94,7 @@ def _workers(run: _Run, events_by_worker: dict[str, set[str]]) -> tuple[dict[str
     figures = {
         "spawned": len(pool.all),
         "sigkilled": len(sigkilled),
+        "sigkilled_workers": sorted(sigkilled),  # to attribute again from the journals later
         "sigtermed": len(sigtermed),
         "sigterm_during_start_up": sum(1 for w in sigtermed if w.died_of_sigterm),
         "started_while_down": sum(1 for w in pool.all if w.started_while_down),

@@ -20,6 +20,7 @@ KEYS = {"m1": 1}
 
 
 def _journal(directory: Path, worker: str, *records: dict[str, Any]) -> None:
+    directory.mkdir(exist_ok=True)
     with (directory / f"{worker}.jsonl").open("a") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
@@ -104,3 +105,16 @@ def test_the_taps_journal_what_the_store_answered_and_wrote(tmp_path: Path) -> N
     plan = [PlannedJob(1, "sync", ""), PlannedJob(2, "sync", ""), PlannedJob(3, "reject", "")]
     back = read_back(store, plan)
     assert (back["good"], back["poison"], back["good_not_succeeded_keys"]) == ({"succeeded": 1, "running": 1}, {"absent": 1}, [2])
+
+
+def test_a_skip_received_before_the_delete_returned_is_a_visibility_that_ran_out(tmp_path: Path) -> None:
+    """w1 recorded job 1 and deleted it at 25.0 (an outage held the delete and the heartbeat); w2 had received
+    it again at 20.0. Received after the delete instead, it would be a message that came back once deleted."""
+    for name, again_at in (("early", 20.0), ("late", 30.0)):
+        directory = tmp_path / name
+        _journal(directory, "w1", {"e": "recv", "m": "m1", "a": 1, "t": 0.5}, _claim(1, 1.0, None), _run(1, 1.5), _fin(1, 2.0))
+        _journal(directory, "w1", {"e": "ack", "m": "m1", "a": 1, "t": 25.0})
+        skip = [_claim(2, again_at + 0.05, "succeeded"), {"e": "out", "m": "m1", "a": 2, "o": "duplicate", "t": again_at + 0.1}]
+        _journal(directory, "w2", {"e": "recv", "m": "m1", "a": 2, "t": again_at}, *skip)
+    assert _figures(tmp_path / "early", sigkilled=set())["skips_by_cause"] == {"visibility_expired": 1}
+    assert _figures(tmp_path / "late", sigkilled=set())["skips_by_cause"] == {"after_delete": 1}
