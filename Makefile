@@ -8,6 +8,7 @@
 #   CHAOS_ARGS='-n 5000 -k 4 --seed 7 --duration 60'   arguments for `python -m chaos` (make chaos)
 #   CLOUDQ_TEST_ENDPOINT=http://127.0.0.1:4566   test against that LocalStack instead of starting one
 #   LOCALSTACK_TEST_PORT=4567  LOCALSTACK_BENCH_PORT=4568  LOCALSTACK_CHAOS_PORT=4569  LOCALSTACK_PORT=4566 (localstack-up/down)
+#   MOTO_TEST_PORT=5567  MOTO_BENCH_PORT=5568  MOTO_CHAOS_PORT=5569   moto_server (DynamoDB, the job store) of test, bench, chaos
 
 SHELL := bash
 PYTHON ?= python3
@@ -38,7 +39,7 @@ help:
 	@echo "make test-integration  integration tests only, with LocalStack like 'make test'"
 	@echo "make test-browser      the dashboard's browser tests only (Debian's chromium, installed if missing)"
 	@echo "make bench             benchmarks, against a LocalStack on port $(LOCALSTACK_BENCH_PORT)"
-	@echo "make chaos             the chaos suite (chaos/README.md): 30000 jobs, 6 workers, faults; LocalStack on port $(LOCALSTACK_CHAOS_PORT); CHAOS_ARGS"
+	@echo "make chaos             the chaos suite (chaos/README.md): 30000 jobs, 6 workers, faults, job store; LocalStack on port $(LOCALSTACK_CHAOS_PORT), moto_server on 5569; CHAOS_ARGS"
 	@echo "make lock              re-pin requirements/runtime.txt and lambda.txt (Docker image, Lambda package) from pyproject.toml"
 	@echo "make lambda-package    build $(LAMBDA_ZIP), the example's Lambda package (serverless.yml), without aioboto3/aiohttp"
 	@echo "make localstack-up     start LocalStack on port $(LOCALSTACK_PORT) for development (localstack-down stops it)"

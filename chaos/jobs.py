@@ -2,8 +2,10 @@
 
 Each task takes the job's key ``i`` and writes a ``run`` record when it finishes or raises; a
 :class:`Tap` around the app's broker records what the worker received, deleted and released, and the
-:class:`Settling` middleware what the consumer settled (see :mod:`chaos.journal`). Nothing here
-changes what cloudq does: the tap forwards every call unchanged, after the call returns.
+:class:`Settling` middleware what the consumer settled, and with a job store (``CLOUDQ_JOB_STORE``) a
+:class:`StoreTap` around it what each claim answered and when each end state was written (see
+:mod:`chaos.journal`). Nothing here changes what cloudq does: the taps forward every call unchanged and
+journal it after it returns.
 
 Kinds (chosen by :mod:`chaos.plan`): sync and async no-ops; ``fail_once`` raises on its first attempt;
 ``slow`` sleeps (sync or async); ``retry`` raises ``cloudq.Retry`` until its third attempt; ``reject``
@@ -21,6 +23,8 @@ from typing import Any
 
 import cloudq
 from cloudq.brokers.base import Delivery
+from cloudq.jobs.state import Finish
+from cloudq.jobs.store import Claim
 from chaos.journal import Journal
 
 SLOW_S = float(os.environ.get("CHAOS_SLOW_S", "3"))
@@ -72,9 +76,54 @@ class Tap:
         self._journal.many("vis", deliveries, s=timeout_s)
 
 
+class StoreTap:
+    """The app's job store, with ``claim`` and ``finish`` journaled: a claim with when it was asked
+    (``t0``) and the state the store answered, an end state once its write has returned."""
+
+    def __init__(self, inner: Any, journal: Journal) -> None:
+        self._inner = inner
+        self._journal = journal
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def claim(self, job_id: str, **options: Any) -> Claim:
+        t0 = time.time()
+        claim: Claim = self._inner.claim(job_id, **options)
+        self._journal.write("claim", **_claimed(job_id, options, claim, t0))
+        return claim
+
+    def finish(self, job_id: str, end: Finish) -> None:
+        self._inner.finish(job_id, end)
+        self._journal.write("fin", j=job_id, a=end.attempts, s=end.status)
+
+
+class GroupStoreTap(StoreTap):
+    """A :class:`StoreTap` for a store that group-commits (SQLite: ``apply``): the tracker only uses
+    ``apply`` when the store has it, so only this tap has it."""
+
+    def apply(self, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        t0 = time.time()
+        results: list[Any] = self._inner.apply(calls)
+        records = []
+        for (name, args, kwargs), result in zip(calls, results):
+            if name == "claim":
+                records.append({"e": "claim", **_claimed(args[0], kwargs, result, t0)})
+            elif name == "finish":
+                records.append({"e": "fin", "j": args[0], "a": args[1].attempts, "s": args[1].status})
+        self._journal.records(records)
+        return results
+
+
+def _claimed(job_id: str, options: dict[str, Any], claim: Claim, t0: float) -> dict[str, Any]:
+    return {"j": job_id, "a": options.get("attempt", 0), "p": claim.previous, "t0": round(t0, 6)}
+
+
 app = cloudq.App("chaos", middleware=[Settling()])
 if _journal is not None:
     app.use_broker(Tap(app.broker, _journal))
+    if (store := app.job_store) is not None:
+        app.use_job_store((GroupStoreTap if callable(getattr(store, "apply", None)) else StoreTap)(store, _journal))
 
 
 @app.task(name="chaos.sync")

@@ -12,9 +12,15 @@ recv   the broker handed deliveries to the worker             ``m``, ``a`` (one 
 ack    a delete of those deliveries returned                  ``m``, ``a``
 vis    a visibility change returned (0: released)             ``m``, ``a``, ``s`` seconds
 out    the consumer settled a delivery (middleware)           ``m``, ``a``, ``o`` outcome kind
+claim  the job store answered a claim (with a store only)     ``j`` job id, ``a``, ``p`` the state it
+                                                              answered, ``t0`` when it was asked
+fin    the job store's write of an end state returned         ``j``, ``a``, ``s`` the status written
 ====== ===================================================== ==========================================
 
 A delivery is named by ``(message id, receive count)``: unique per receive on SQS and the local broker.
+Times are ``time.time()`` to the microsecond, comparable across the workers (one machine): the store
+records bracket each store call (``t0`` before it, ``t`` after it returned), which is what lets
+:mod:`chaos.idempotency` say that a store write came before a claim.
 """
 
 from __future__ import annotations
@@ -38,15 +44,18 @@ class Journal:
         self._fd = os.open(Path(directory) / f"{worker}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"e": event, "t": round(time.time(), 3), **fields}, separators=(",", ":"))
-        os.write(self._fd, (line + "\n").encode())
+        self.records([{"e": event, **fields}])
+
+    def records(self, records: list[dict[str, Any]]) -> None:
+        """Several records (each a dict with its ``e``), stamped now and written in one call."""
+        now = round(time.time(), 6)
+        lines = [json.dumps({"t": now, **record}, separators=(",", ":")) for record in records]
+        if lines:
+            os.write(self._fd, ("\n".join(lines) + "\n").encode())
 
     def many(self, event: str, deliveries: Any, **fields: Any) -> None:
         """One record per delivery, written in one call."""
-        now = round(time.time(), 3)
-        lines = [json.dumps({"e": event, "t": now, "m": d.message_id, "a": d.receive_count, **fields}, separators=(",", ":")) for d in deliveries]
-        if lines:
-            os.write(self._fd, ("\n".join(lines) + "\n").encode())
+        self.records([{"e": event, "m": d.message_id, "a": d.receive_count, **fields} for d in deliveries])
 
 
 def read_journals(directory: Path) -> Iterator[tuple[str, dict[str, Any]]]:

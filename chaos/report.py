@@ -3,7 +3,8 @@
 Checks (each failure is one line in ``failures``): no good job lost; no worker crash (an exit the
 suite's signals do not explain, or a traceback in a worker's output); every poison message in the DLQ
 with its reason and no good job there; nothing stranded by a SIGTERM; no duplicate run but those a
-SIGKILL explains; the queue empty at the end; the run finished within its timeout.
+SIGKILL explains; the queue empty at the end; the run finished within its timeout. With a job store,
+those of :mod:`chaos.idempotency` too: no job the store had seen succeed ran again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from chaos.idempotency import read_back, store_checks, store_figures
 from chaos.plan import POISON_REASONS
 
 if TYPE_CHECKING:
@@ -92,6 +94,7 @@ def _workers(run: _Run, events_by_worker: dict[str, set[str]]) -> tuple[dict[str
     figures = {
         "spawned": len(pool.all),
         "sigkilled": len(sigkilled),
+        "sigkilled_workers": sorted(sigkilled),  # to attribute again from the journals later
         "sigtermed": len(sigtermed),
         "sigterm_during_start_up": sum(1 for w in sigtermed if w.died_of_sigterm),
         "started_while_down": sum(1 for w in pool.all if w.started_while_down),
@@ -110,7 +113,8 @@ def figures(run: _Run, wall_start: float) -> dict[str, Any]:
     events, events_by_worker, stray = _log_events(run)
     workers, crashes = _workers(run, events_by_worker)
     sigkilled = {w.name for w in run.pool.all if w.signalled == "SIGKILL"}
-    duplicates, duplicated_jobs = ledger.duplicate_causes(sigkilled, events_by_worker.get("worker.ack_failed", set()))
+    delete_failed = events_by_worker.get("worker.ack_failed", set())
+    duplicates, duplicated_jobs = ledger.duplicate_causes(sigkilled, delete_failed)
     good = [job for job in run.plan if job.good]
     lost = sorted(job.key for job in good if job.key not in ledger.ok_runs)
     stats = run.broker.stats(run.queue)
@@ -125,6 +129,7 @@ def figures(run: _Run, wall_start: float) -> dict[str, Any]:
         "kinds": dict(Counter(job.kind for job in run.plan)),
         "workers": config.workers,
         "seed": config.seed,
+        "job_store": run.store.kind if run.store is not None else "none",
         "duration_s": config.duration_s,
         "drained": run.done_at is not None,
         "drain_s": round(run.done_at - run.started, 1) if run.done_at else None,
@@ -144,11 +149,14 @@ def figures(run: _Run, wall_start: float) -> dict[str, Any]:
         "log_events": dict(events.most_common()),
         "stray_output": stray[:20],
     }
-    result["failures"] = _failures(result, crashes, stray)
+    if run.store is not None:
+        result |= store_figures(ledger, run.keys, sigkilled, delete_failed)
+        result["store_end_state"] = read_back(run.store, run.plan)
+    result["failures"] = _failures(result, crashes, stray, events["job.state_dropped"])
     return result
 
 
-def _failures(r: dict[str, Any], crashes: int, stray: list[str]) -> list[str]:
+def _failures(r: dict[str, Any], crashes: int, stray: list[str], dropped: int) -> list[str]:
     dlq = r["dlq"]
     checks = [
         (r["drained"], "did not drain within the timeout"),
@@ -161,5 +169,6 @@ def _failures(r: dict[str, Any], crashes: int, stray: list[str]) -> list[str]:
         (r["stranded_by_sigterm"] == 0, f"{r['stranded_by_sigterm']} deliveries stranded by a SIGTERM: {r['stranded_by_worker']}"),
         (set(r["duplicates_by_cause"]) <= {"sigkill"}, f"duplicate runs not explained by a SIGKILL: {r['duplicates_by_cause']}"),
         (sum(r["left_in_queue"].values()) == 0, f"messages left in the queue: {r['left_in_queue']}"),
+        *(store_checks(r, dropped) if r["job_store"] != "none" else []),
     ]
     return [message for ok, message in checks if not ok]

@@ -3,6 +3,10 @@
 The run ends when every good job has run successfully, every poison message has been dead-lettered,
 and the queue is empty (nothing visible, in flight or delayed): duplicates still on their way after
 a SIGKILL are therefore counted too. ``timeout_s`` bounds it; a run cut short fails with what was lost.
+
+``job_store`` is where the workers keep job state: ``none``, ``local`` (the local broker's SQLite file)
+or ``dynamodb`` (SQS; a table of the run's own at ``dynamodb_endpoint``, a moto_server whose calls go
+there directly, not through the fault proxy).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import cloudq
 from cloudq.brokers import create_broker
 from cloudq.brokers.base import OutgoingMessage, QueueConfig
+from cloudq.jobs import create_job_store
 
 from chaos.ledger import Ledger
 from chaos.plan import Fault, PlannedJob, fault_schedule, job_plan
@@ -52,10 +57,17 @@ class RunConfig:
     outage_s: float = 10.0
     throttle_s: float = 30.0
     out_dir: Path = ROOT / ".chaos"
+    job_store: str = "none"  # none, local (local broker) or dynamodb (SQS)
+    dynamodb_endpoint: str | None = None
+
+    @property
+    def target(self) -> str:
+        """What runs: ``sqs``, ``local`` (with or without its job store) or ``sqs+dynamodb``."""
+        return f"{self.broker}+dynamodb" if self.job_store == "dynamodb" else self.broker
 
     @property
     def label(self) -> str:
-        return f"{self.broker}-{'faults' if self.faults else 'baseline'}"
+        return f"{self.target}-{'faults' if self.faults else 'baseline'}"
 
 
 @dataclass
@@ -72,18 +84,22 @@ class _Run:
     pool: WorkerPool
     ledger: Ledger
     faults: Counter[str]
+    store: Any = None  # the run's JobStore (None without one), read back at the end
     started: float = 0.0
     done_at: float | None = None
     last_ok_at: float | None = None
 
 
 def _settings(config: RunConfig, directory: Path) -> cloudq.Settings:
-    prefix = f"chaos{config.seed}-{config.label}-{uuid.uuid4().hex[:6]}-"
+    prefix = f"chaos{config.seed}-{config.label.replace('+', '-')}-{uuid.uuid4().hex[:6]}-"
     values: dict[str, Any] = {"broker": config.broker, "queue_prefix": prefix, "visibility_timeout_s": config.visibility_s}
     if config.broker == "sqs":
         values |= {"endpoint_url": config.endpoint, "region": "us-east-1"}
     else:
         values |= {"local_path": str(directory / "broker.db")}
+    values["job_store"] = config.job_store  # explicitly: with the local broker, cloudq's default is the local store
+    if config.job_store == "dynamodb":
+        values["job_store_endpoint_url"] = config.dynamodb_endpoint
     return cloudq.Settings(**values, max_retries=config.max_retries)
 
 
@@ -102,11 +118,14 @@ def _worker_env(config: RunConfig, settings: cloudq.Settings, endpoint: str | No
         "CLOUDQ_LOG_FORMAT": "json",
         "CLOUDQ_LOG_LEVEL": "WARNING",
         "CLOUDQ_LOCAL_PATH": settings.local_path,
+        "CLOUDQ_JOB_STORE": str(settings.job_store),
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
     }
     if endpoint is not None:
         env |= {"CLOUDQ_ENDPOINT_URL": endpoint, "CLOUDQ_REGION": "us-east-1"}
+    if settings.job_store_endpoint_url:
+        env["CLOUDQ_JOB_STORE_ENDPOINT_URL"] = settings.job_store_endpoint_url
     return env
 
 
@@ -130,6 +149,9 @@ async def _prepare(config: RunConfig) -> _Run:
     broker = create_broker(settings)
     queue, dlq = settings.queue_name("default"), settings.dlq_name("default")
     broker.ensure_queue(queue, QueueConfig(config.visibility_s, dlq, max_receive_count=config.max_retries + 3))
+    store = create_job_store(settings)
+    if store is not None:
+        await asyncio.to_thread(store.ensure)  # the run's own DynamoDB table, or the jobs table in broker.db
     plan = job_plan(config.jobs, config.seed)
     started = time.monotonic()
     keys = await asyncio.to_thread(_fill, broker, queue, plan)
@@ -140,7 +162,7 @@ async def _prepare(config: RunConfig) -> _Run:
         await proxy.start()
     env = _worker_env(config, settings, proxy.url if proxy else None, directory)
     pool = WorkerPool(ROOT, env, directory / "logs", config.concurrency)
-    return _Run(config, settings, broker, queue, dlq, directory, plan, keys, proxy, pool, Ledger(directory / "journal"), Counter())
+    return _Run(config, settings, broker, queue, dlq, directory, plan, keys, proxy, pool, Ledger(directory / "journal"), Counter(), store)
 
 
 # -- faults ---------------------------------------------------------------------------------------
@@ -225,6 +247,15 @@ async def _wait_for_drain(run: _Run) -> None:
                 return
 
 
+def _drop_store(store: Any) -> None:
+    """Delete the run's DynamoDB table once it has been read (moto_server keeps every table in memory)."""
+    try:
+        if store.kind == "dynamodb":
+            store.client.delete_table(TableName=store.table)
+    finally:
+        store.close()
+
+
 async def run(config: RunConfig) -> dict[str, Any]:
     """One run, start to figures (see :mod:`chaos.report`)."""
     from chaos.report import figures
@@ -251,6 +282,8 @@ async def run(config: RunConfig) -> dict[str, Any]:
     result = await asyncio.to_thread(figures, state, wall_start)
     if state.proxy is not None:
         await state.proxy.close()
+    if state.store is not None:
+        await asyncio.to_thread(_drop_store, state.store)
     (state.dir / "figures.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 

@@ -4,6 +4,7 @@ kind of fault passes its own checks. `make chaos` is the full suite (chaos/READM
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -16,11 +17,12 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
+from chaos.plan import GOOD
 from chaos.proxy import FaultProxy
 from cloudq.aws.errors import translate
 from cloudq.errors import BrokerUnavailable
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(100)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,15 +59,23 @@ def test_proxy_errors_are_ones_botocore_retries_and_cloudq_calls_transient(proxy
     assert isinstance(translate(caught.value, "sqs", "send_message"), BrokerUnavailable)
 
 
-def test_a_short_chaos_run_passes_its_checks(localstack_endpoint: str, tmp_path: Path) -> None:
+def test_a_short_chaos_run_passes_its_checks(localstack_endpoint: str, dynamodb_endpoint: str, tmp_path: Path) -> None:
     """SIGKILLs, an outage with a worker started in it, throttling, resets, latency and a rolling SIGTERM
-    deploy on SQS, then SIGKILLs and SIGTERMs on the local broker: nothing lost, stranded or crashed."""
+    deploy on SQS without a job store and with DynamoDB's, then SIGKILLs and SIGTERMs on the local broker
+    with its store: nothing lost, stranded or crashed, and no job the store saw succeed ran again."""
     command = [
-        sys.executable, "-m", "chaos", "--endpoint", localstack_endpoint, "--broker", "both", "--no-baseline",
-        "-n", "800", "-k", "3", "--duration", "10", "--outage", "2", "--throttle", "4", "--visibility", "6", "--timeout", "40",
-        "--out", str(tmp_path),
+        sys.executable, "-m", "chaos", "--endpoint", localstack_endpoint, "--dynamodb", dynamodb_endpoint, "--broker", "both",
+        "--no-baseline", "-n", "600", "--store-jobs", "150", "-k", "3", "--duration", "8", "--outage", "2", "--throttle", "3",
+        "--visibility", "6", "--timeout", "40", "--out", str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=95, check=False)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "chaos: all checks passed" in result.stdout
+    summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert {target: runs["faults"]["job_store"] for target, runs in summary.items()} == {"sqs": "none", "sqs+dynamodb": "dynamodb", "local": "local"}
+    for target in ("sqs+dynamodb", "local"):
+        figures = json.loads((tmp_path / f"{target}-faults" / "figures.json").read_text())
+        assert figures["store_violations"] == 0
+        good = sum(n for kind, n in figures["kinds"].items() if kind in GOOD)
+        assert figures["store_end_state"]["good"] == {"succeeded": good}  # the store recorded every good job's success
