@@ -80,3 +80,15 @@ def test_the_ledger_tells_stranded_from_settled_and_attributes_duplicates(tmp_pa
     assert sorted(ledger.ok_runs) == [0, 1]
     assert ledger.duplicate_causes(sigkilled={"w2"}, delete_failed=set()) == (Counter({"sigkill": 1}), 1)
     assert ledger.duplicate_causes(sigkilled=set(), delete_failed=set()) == (Counter({"unexplained": 1}), 1)
+
+
+def test_a_visibility_that_ran_out_is_explained_only_in_a_run_with_network_faults() -> None:
+    """A duplicate whose message came back while its worker's heartbeat and delete could not reach SQS
+    (visibility_expired) passes in a run that injected outages, throttling or resets; in a run without
+    network faults it is a failure, as any duplicate but a SIGKILL's is."""
+    from chaos.report import _explained
+
+    assert _explained({"faults": {"outage": 1, "sigkill": 2}}) == {"sigkill", "visibility_expired"}
+    assert _explained({"faults": {"throttled:RequestThrottled": 3}}) == {"sigkill", "visibility_expired"}
+    assert _explained({"faults": {"sigkill": 2, "sigterm (rolling deploy)": 3}}) == {"sigkill"}
+    assert _explained({"faults": {"outage": 0}}) == {"sigkill"}
