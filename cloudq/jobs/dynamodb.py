@@ -220,8 +220,13 @@ class DynamoJobStore:
              "cancel_requested": None},
             if_absent={"enqueued_at": end.enqueued_at} if end.enqueued_at is not None else None,
         )  # fmt: skip
-        self._call("update_item", TableName=self.table, Key={"id": _value(job_id)}, UpdateExpression=expression,
-                   ExpressionAttributeNames=names, ExpressionAttributeValues=values)  # fmt: skip
+        attempts = next(alias for alias, name in names.items() if name == "attempts")
+        try:  # an end state of an earlier attempt (a write retried late) never overwrites a later one's
+            self._call("update_item", TableName=self.table, Key={"id": _value(job_id)}, UpdateExpression=expression,
+                       ConditionExpression=f"attribute_not_exists({attempts}) OR {attempts} <= :v{attempts[2:]}",
+                       ExpressionAttributeNames=names, ExpressionAttributeValues=values)  # fmt: skip
+        except _ConditionFailed:
+            return
         if end.unique_key and end.status in FINAL:
             self._delete(_KEY_PREFIX + end.unique_key, "job_id = :id", None, {":id": _value(job_id)})
 

@@ -97,10 +97,11 @@ RETURNING jobs.id, jobs.prev_status, jobs.cancel_requested
 _FINISH = """
 UPDATE jobs SET status = ?2, attempts = ?3, result = ?4, error_type = ?5, error_message = ?6, error_reason = ?7,
     result_error = ?8, finished_at = ?9, updated_at = ?10, expires_at = ?11, cancel_requested = 0
-WHERE id = ?1
+WHERE id = ?1 AND attempts <= ?3
 """
+# Only for a job with no record: one with a later attempt's record is left alone (an end state retried late).
 _FINISH_NEW = (
-    "INSERT OR REPLACE INTO jobs (id, status, attempts, result, error_type, error_message, error_reason, result_error,"
+    "INSERT OR IGNORE INTO jobs (id, status, attempts, result, error_type, error_message, error_reason, result_error,"
     " finished_at, updated_at, expires_at, task, queue, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 )
 _IN = ", ".join(f"'{s}'" for s in sorted(CANCELLABLE))

@@ -124,6 +124,20 @@ def test_claim_without_recording_only_reads(store: JobStore, clock: Clock) -> No
     assert claim(store, new_job(clock), record=False).previous is None
 
 
+def test_an_end_state_of_an_earlier_attempt_never_overwrites_a_later_one(store: JobStore, clock: Clock) -> None:
+    """Attempt 1's ``retrying`` written late (its write retried while attempt 2 ran and succeeded) is
+    dropped: the job stays succeeded, and its next delivery is not run again."""
+    job = new_job(clock)
+    store.put_queued([job])
+    claim(store, job, attempt=1)
+    claim(store, job, attempt=2)
+    store.finish(job.id, end("succeeded", job, attempts=2, result_json="42"))
+    store.finish(job.id, end("retrying", job, attempts=1, error=JobError("ValueError", "late")))
+    state = store.get(job.id)
+    assert state is not None and (state.status, state.attempts, state.result, state.error) == ("succeeded", 2, 42, None)
+    assert claim(store, job, attempt=3).previous == "succeeded"
+
+
 def test_finish_records_result_and_error(store: JobStore, clock: Clock) -> None:
     ok, bad = new_job(clock), new_job(clock)
     store.put_queued([ok, bad])
@@ -174,7 +188,7 @@ def test_cancel_of_a_running_job_is_a_request(store: JobStore, clock: Clock) -> 
     assert state is not None and state.status == "running" and state.cancel_requested
     assert store.cancel_requested([running.id, other.id, "unknown"]) == {running.id}
     assert claim(store, running, attempt=2).cancel_requested  # a redelivery learns of it too
-    store.finish(running.id, end("cancelled", running))
+    store.finish(running.id, end("cancelled", running, attempts=2))  # the attempt that runs now ends it
     assert store.cancel_requested([running.id]) == set()
 
 
