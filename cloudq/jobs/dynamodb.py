@@ -220,10 +220,10 @@ class DynamoJobStore:
              "cancel_requested": None},
             if_absent={"enqueued_at": end.enqueued_at} if end.enqueued_at is not None else None,
         )  # fmt: skip
-        attempts = next(alias for alias, name in names.items() if name == "attempts")
+        names["#attempt"], values[":attempt"] = "attempts", _value(end.attempts)
         try:  # an end state of an earlier attempt (a write retried late) never overwrites a later one's
             self._call("update_item", TableName=self.table, Key={"id": _value(job_id)}, UpdateExpression=expression,
-                       ConditionExpression=f"attribute_not_exists({attempts}) OR {attempts} <= :v{attempts[2:]}",
+                       ConditionExpression="attribute_not_exists(#attempt) OR #attempt <= :attempt",
                        ExpressionAttributeNames=names, ExpressionAttributeValues=values)  # fmt: skip
         except _ConditionFailed:
             return
