@@ -8,8 +8,11 @@ set when the App is built), so a cold start without it pays nothing.
   (any send of one job) is one PRODUCER span ``send <task>``, whose context is the message's creation
   context. A ``.map`` of N jobs is N PRODUCER spans ``create <task>`` (``messaging.operation.type=create``,
   one per job, ``cloudq.job_id``; instant: they mark the message's creation), each job carrying its own
-  span's context, plus one CLIENT span ``send <task>`` (``messaging.batch.message_count``) that links to
+  span's context, plus one PRODUCER span ``send <task>`` (``messaging.batch.message_count``) that links to
   every creation context (the SDK keeps 128 links per span by default: ``OTEL_SPAN_LINK_COUNT_LIMIT``).
+  The conventions make that send span CLIENT when create spans exist; cloudq's contract is a PRODUCER span
+  per enqueue, one per ``.map`` batch with links, so every send span is PRODUCER and the two are told apart
+  by ``messaging.operation.type`` (``create``/``send``) and name.
   The create and send spans are children of the caller's context (outside any span each job starts a
   trace of its own), so each consumer span is the child of its own message's context, and the batch
   is one span. That is N + 1 spans, and the SDK spends some 20 µs on each (more than cloudq's own
@@ -148,7 +151,7 @@ class TracingMiddleware(Middleware):
             return span, ({envelope.id: carrier for envelope in envelopes} if carrier else {})
         ambient = otel_context.get_current()
         carriers, links = self._create_spans(ambient, queue, envelopes)
-        span = self.tracer.start_span(f"send {first.task}", context=ambient, kind=SpanKind.CLIENT, attributes=attributes, links=links)
+        span = self.tracer.start_span(f"send {first.task}", context=ambient, kind=SpanKind.PRODUCER, attributes=attributes, links=links)
         return span, carriers
 
     def _create_spans(self, ambient: Context, queue: str, envelopes: Sequence[Envelope]) -> tuple[dict[str, dict[str, str]], list[Link]]:
