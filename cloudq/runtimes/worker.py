@@ -4,7 +4,7 @@ One asyncio loop per process. Each queue has a poller that receives at most as
 many messages as there are free slots (so nothing waits unstarted while holding
 its visibility), async tasks run on the loop and sync tasks on a bounded thread
 pool. Deletes are batched (:class:`~cloudq.runtimes.acks.AckBatcher`), visibility is extended for long
-jobs by one batched heartbeat, and SIGTERM drains: stop receiving, let running
+jobs by one batched heartbeat (:class:`~cloudq.runtimes.visibility.Heartbeat`), and SIGTERM drains: stop receiving, let running
 jobs finish within the grace period, release the rest at once, flush deletes.
 
 What happens to each delivery (run, then ack, retry, dead-letter, re-send) is the consumer core's
@@ -33,8 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -45,6 +44,7 @@ from cloudq.runtimes.acks import AckBatcher
 from cloudq.runtimes.burst import PendingRetries
 from cloudq.runtimes.slots import Slots
 from cloudq.runtimes.threads import ThreadResults
+from cloudq.runtimes.visibility import Heartbeat, HeldJob
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -78,18 +78,6 @@ class WorkerStats:
     @property
     def processed(self) -> int:
         return self.succeeded + self.retried + self.dead_lettered + self.rescheduled + self.cancelled + self.skipped
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    queue: str
-    physical: str
-    delivery: Delivery
-    visible_until: float
-    started: float = field(default_factory=time.monotonic)
-    deadline: float | None = None
-    timed_out: bool = False
-    task: asyncio.Task[None] | None = None
 
 
 class Worker:
@@ -133,7 +121,7 @@ class Worker:
         share = max(1, -(-per_queue // self._pollers_per_queue))
         self._slots = Slots(self.concurrency, share=share, idle=lambda: not self._running, gather_s=_GATHER_S)
         self._stopping = asyncio.Event()
-        self._running: set[_Job] = set()
+        self._running: set[HeldJob] = set()
         self._started_jobs = 0
         self._retries = PendingRetries(burst_retry_wait_s)  # scheduled by a burst and not seen again
         self._releasing: set[asyncio.Task[None]] = set()  # releases a stopping poller started (see _release_now)
@@ -146,11 +134,14 @@ class Worker:
         on_ack = self._metrics.deletes_of({settings.queue_name(q): q for q in self.queues}) if self._metrics is not None else None
         # Finished jobs whose delete has not returned yet: the heartbeat keeps them invisible too, or a delete
         # slowed by throttling and retries would outlive the visibility and the job would run again.
-        self._deleting: dict[int, _Job] = {}
+        self._deleting: dict[int, HeldJob] = {}
         self._acks = AckBatcher(
             self.broker, settings.delete_flush_s, self.consumer.wire.adelete, on_ack=on_ack, on_done=self._deleted
         )
-        self._heartbeat_path = Path(settings.heartbeat_path) if settings.heartbeat_path else None
+        self._heartbeat = Heartbeat(
+            self.broker, self.visibility_timeout_s, lambda: [*self._running, *self._deleting.values()],
+            lambda delivery: id(delivery) in self._deleting, settings.heartbeat_path,
+        )  # fmt: skip
 
     # -- control ----------------------------------------------------------------------------
     def stop(self, reason: str = "requested") -> None:
@@ -170,14 +161,14 @@ class Worker:
             logger.info("worker.stopped", received=0, succeeded=0, retried=0, dead_lettered=0)
             return self.stats
         await self._check_job_store()
-        self._touch_health_file()
+        self._heartbeat.touch_health_file()
         logger.info("worker.started", queues=self.queues, concurrency=self.concurrency, burst=self.burst)
         pollers = {
             asyncio.create_task(self._poll(q), name=f"cloudq-poll-{q}-{i}")
             for q in self.queues
             for i in range(self._pollers_per_queue)
         }
-        heartbeat = asyncio.create_task(self._heartbeat())
+        heartbeat = asyncio.create_task(self._heartbeat.run())
         scheduler = self._start_scheduler()
         flusher = asyncio.create_task(self._metrics.flush_every_interval()) if self._metrics is not None else None
         try:
@@ -350,7 +341,7 @@ class Worker:
     def _start(self, queue: str, physical: str, delivery: Delivery) -> None:
         self.stats.received += 1
         self._started_jobs += 1
-        job = _Job(queue, physical, delivery, visible_until=time.monotonic() + self.visibility_timeout_s)
+        job = HeldJob(queue, physical, delivery, visible_until=time.monotonic() + self.visibility_timeout_s)
         self._running.add(job)
         job.task = asyncio.create_task(self._process(job))
 
@@ -360,7 +351,7 @@ class Worker:
             self._results = ThreadResults(asyncio.get_running_loop())
         return await self._results.run(self._pool, call)
 
-    async def _process(self, job: _Job) -> None:
+    async def _process(self, job: HeldJob) -> None:
         def on_start(task: Task[Any, Any]) -> None:
             if task.timeout is not None:
                 job.deadline = job.started + task.timeout
@@ -374,7 +365,7 @@ class Worker:
             if self.max_tasks is not None and self.stats.processed >= self.max_tasks:
                 self.stop("max_tasks")
 
-    def _account(self, job: _Job, settled: Settled) -> None:
+    def _account(self, job: HeldJob, settled: Settled) -> None:
         """Count the outcome; batch the delete of a finished message; remember a retry (for burst)."""
         kind = settled.outcome.kind
         if kind == "ack":
@@ -400,12 +391,12 @@ class Worker:
         elif settled.done:
             self._delete(job, settled)
 
-    def _recorded(self, recorded: asyncio.Future[None], job: _Job, settled: Settled) -> None:
+    def _recorded(self, recorded: asyncio.Future[None], job: HeldJob, settled: Settled) -> None:
         self._recording.discard(recorded)
         if settled.done:
             self._delete(job, settled)
 
-    def _delete(self, job: _Job, settled: Settled) -> None:
+    def _delete(self, job: HeldJob, settled: Settled) -> None:
         self._deleting[id(job.delivery)] = job
         self._acks.add(job.physical, job.delivery, settled.payload)
 
@@ -442,45 +433,3 @@ class Worker:
         await asyncio.gather(*(j.task for j in leftovers if j.task), return_exceptions=True)
         for physical, deliveries in by_queue.items():
             await self._nack(physical, deliveries)
-
-    # -- visibility heartbeat ---------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        vt = self.visibility_timeout_s
-        tick = max(0.2, min(5.0, vt / 4))
-        while True:
-            await asyncio.sleep(tick)
-            self._touch_health_file()
-            now = time.monotonic()
-            for physical, jobs in self._due(now).items():
-                await self._extend(physical, jobs, now + vt)
-
-    def _due(self, now: float) -> dict[str, list[_Job]]:
-        """Jobs whose visibility ends within half the timeout, by queue: running ones up to their task's
-        timeout, and finished ones until their delete returns (chaos suite: a throttled delete of a job
-        that finished late in its visibility took 5 s, and the job ran again elsewhere)."""
-        due: dict[str, list[_Job]] = defaultdict(list)
-        jobs = {id(job.delivery): job for job in [*self._running, *self._deleting.values()]}  # a job is briefly in both
-        for job in jobs.values():
-            if job.timed_out or job.visible_until - now >= self.visibility_timeout_s / 2:
-                continue  # a job let go at its timeout is never extended again, not even while deleting
-            if job.deadline is not None and now >= job.deadline and id(job.delivery) not in self._deleting:
-                job.timed_out = True
-                logger.warning("job.timeout", message_id=job.delivery.message_id, queue=job.queue)
-                continue
-            due[job.physical].append(job)
-        return due
-
-    async def _extend(self, physical: str, jobs: list[_Job], visible_until: float) -> None:
-        try:
-            await self.broker.change_visibility(physical, [j.delivery for j in jobs], self.visibility_timeout_s)
-        except BrokerError as exc:
-            logger.warning("worker.heartbeat_failed", queue=physical, error=str(exc))
-            return
-        for job in jobs:
-            job.visible_until = visible_until
-        logger.debug("worker.visibility_extended", queue=physical, count=len(jobs))
-
-    def _touch_health_file(self) -> None:
-        if self._heartbeat_path is not None:
-            self._heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
-            self._heartbeat_path.write_text(f"{time.time():.3f}\n")
