@@ -43,13 +43,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-from structlog.contextvars import bind_contextvars
-
 from cloudq.brokers.base import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S, Delivery, OutgoingMessage, is_fifo
 from cloudq.envelope import Envelope, format_time, utcnow
 from cloudq.errors import TaskSignal
 from cloudq.job import Job, _current
+from cloudq.logs import bind_context, get_logger
 from cloudq.retry import Outcome
 
 if TYPE_CHECKING:
@@ -64,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Consumer", "JobTimeout", "RunSync", "Settled"]
 
-logger = structlog.get_logger("cloudq.job")
+logger = get_logger("cloudq.job")
 
 RunSync = Callable[[Callable[[], Any]], Awaitable[Any]]
 _MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
@@ -187,7 +185,7 @@ class Consumer:
         ``defer_record``: the job store's end-state write runs on in ``Settled.recorded`` instead of being
         awaited here, so the worker's slot is free for the next job while it is written (the worker then
         deletes the message once it is recorded: the order idempotency needs).
-        Context (job_id, task, queue, attempt, message_id) is bound with structlog's contextvars in
+        Context (job_id, task, queue, attempt, message_id) is bound with :func:`cloudq.logs.bind_context` in
         the caller's asyncio task: run each delivery in a task of its own.
         """
         job, outcome, result = await self.execute(delivery, queue, run_sync=run_sync, on_start=on_start)
@@ -212,7 +210,7 @@ class Consumer:
 
         Returns the job, its outcome and the task's result (None unless it succeeded)."""
         attempt = delivery.receive_count
-        bind_contextvars(message_id=delivery.message_id, attempt=attempt, queue=queue)
+        bind_context(message_id=delivery.message_id, attempt=attempt, queue=queue)
         # One logger per delivery: each call on the module's lazy proxy would assemble a new one.
         log = logger.bind()
         log.debug("job.received")
@@ -225,7 +223,7 @@ class Consumer:
             # receive (local broker, local store) decoded it already.
             claimed = delivery.claimed
             envelope = claimed[1] if claimed is not None else await self.wire.open(delivery)
-            bind_contextvars(job_id=envelope.id, task=envelope.task)
+            bind_context(job_id=envelope.id, task=envelope.task)
             tracked = tracker is not None and getattr(self.registry.get(envelope.task), "track", True)
             control = tracker.control(envelope.id) if tracked and tracker is not None else None
             job = Job(envelope.id, envelope.task, queue, attempt, delivery.message_id, envelope.headers, envelope.enqueued_at, control, delivery.aws_trace_header)

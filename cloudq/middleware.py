@@ -152,9 +152,9 @@ def _wrap(middleware: Middleware, job: Job, call_next: CallNext) -> CallNext:
 
 
 def _log_failure(hook: str, middleware: Middleware, exc: BaseException) -> None:
-    import structlog  # here, not at the top: producers import this module, and rarely fail here
+    from cloudq.logs import get_logger  # structlog itself is imported only when the line is written
 
-    structlog.get_logger("cloudq.middleware").error("middleware.failed", hook=hook, middleware=type(middleware).__name__, error=f"{type(exc).__name__}: {exc}")
+    get_logger("cloudq.middleware").error("middleware.failed", hook=hook, middleware=type(middleware).__name__, error=f"{type(exc).__name__}: {exc}")
 
 
 class _Sending:

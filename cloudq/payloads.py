@@ -276,9 +276,9 @@ class Payloads:
         try:
             self.store.delete(pointers)
         except BrokerError as exc:
-            import structlog
+            from cloudq.logs import get_logger
 
-            structlog.get_logger(__name__).warning("payload.delete_failed", count=len(pointers), error=str(exc))
+            get_logger(__name__).warning("payload.delete_failed", count=len(pointers), error=str(exc))
 
     async def adelete(self, pointers: Iterable[Pointer]) -> None:
         pointers = list(pointers)

@@ -63,9 +63,9 @@ class Wire:
             return Envelope.decode(body, default_id=delivery.message_id)
         data = decode_dict(body)
         if not self.signer.verify(data):
-            import structlog
+            from cloudq.logs import get_logger
 
-            structlog.get_logger("cloudq.job").warning("job.unsigned_accepted", reason="CLOUDQ_ACCEPT_UNSIGNED=true")
+            get_logger("cloudq.job").warning("job.unsigned_accepted", reason="CLOUDQ_ACCEPT_UNSIGNED=true")
         return Envelope.from_dict(data, default_id=delivery.message_id)
 
     def pointer(self, delivery: Delivery) -> Pointer | None:

@@ -19,34 +19,29 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-
 from cloudq.aws import clients as aws
 from cloudq.aws.errors import translated
 from cloudq.brokers import sqs_requests as rq
 from cloudq.brokers.blocking import DaemonThreads
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, MoveProgress, OutgoingMessage, QueueConfig, QueueStats
 from cloudq.errors import BrokerError, ConfigurationError, QueueNotFound
+from cloudq.logs import get_logger
 from cloudq.transient import acall_retrying, call_retrying
 
 __all__ = ["SqsBroker"]
 
-
-
+_logger = get_logger(__name__)
 GIVE_BACK_WAIT_S = 5.0  # how long aclose waits for the answers of receives cancelled in flight
 
 
 def _info(event: str, **fields: Any) -> None:
-    import structlog
-
-    structlog.get_logger(__name__).info(event, **fields)
+    _logger.info(event, **fields)
 
 
 def _warn(event: str, **fields: Any) -> None:
-    """Log a warning; structlog is imported only then: a producer's first send must not pay its import
-    (with rich installed, structlog imports it: about 70 ms of a web process's first ``.map()``)."""
-    import structlog
-
-    structlog.get_logger(__name__).warning(event, **fields)
+    """Log a warning (cloudq.logs imports structlog only then: a producer's first send must not pay its
+    import; with rich installed, structlog imports it: about 70 ms of a web process's first ``.map()``)."""
+    _logger.warning(event, **fields)
 
 _READ_TIMEOUT_S = 30  # above the 20 s long poll
 _ADMIN_VISIBILITY_S = 15  # how long a peeked or redriven message hides at worst (the CLI dying mid-way)

@@ -85,9 +85,9 @@ def warn_if_default_region(app: Any) -> None:
     from cloudq.aws.clients import DEFAULT_REGION, is_local_endpoint, region_is_default
 
     if region_is_default(settings) and not is_local_endpoint(settings.endpoint_url):
-        import structlog
+        from cloudq.logs import get_logger
 
-        structlog.get_logger("cloudq.cli").warning(
+        get_logger("cloudq.cli").warning(
             "aws.region_defaulted", region=DEFAULT_REGION,
             hint=f"no CLOUDQ_REGION, AWS_REGION or AWS_DEFAULT_REGION is set, so cloudq uses {DEFAULT_REGION}",
         )  # fmt: skip

@@ -39,9 +39,9 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     if ns.metrics_port is not None:
         _serve_metrics(app, ns.metrics_port)
     elif getattr(app.settings, "metrics", "none") == "prometheus":
-        import structlog
+        from cloudq.logs import get_logger
 
-        structlog.get_logger("cloudq.worker").warning("worker.metrics_not_served", hint="CLOUDQ_METRICS=prometheus: pass --metrics-port PORT to serve /metrics")
+        get_logger("cloudq.worker").warning("worker.metrics_not_served", hint="CLOUDQ_METRICS=prometheus: pass --metrics-port PORT to serve /metrics")
     worker = Worker(
         app, ns.queue or None, concurrency=ns.concurrency, burst=ns.burst, max_tasks=ns.max_tasks,
         fire_schedules=True if ns.fire_schedules else None,

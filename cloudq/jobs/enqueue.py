@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import structlog
-
 from cloudq.errors import CloudQError
 from cloudq.jobs.state import NewJob
 from cloudq.jobs.tracker import UNIQUE_HEADER
+from cloudq.logs import get_logger
 from cloudq.transient import call_retrying
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Reserved", "forget", "reserve"]
 
-logger = structlog.get_logger("cloudq.jobs")
+logger = get_logger("cloudq.jobs")
 _QUEUED_RETRY_S = 2.0  # a web request should not wait long for a status write
 Reserved = tuple[dict[int, str], list[NewJob]]
 """(index of an envelope whose unique key is held -> the holding job's id, records written)."""

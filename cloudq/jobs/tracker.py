@@ -26,12 +26,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import CloudQError, ConfigurationError
 from cloudq.jobs.group_commit import GroupCommit
 from cloudq.jobs.state import Finish, JobError, Status, encode_result
+from cloudq.logs import get_logger
 from cloudq.retry import Outcome
 from cloudq.transient import call_retrying
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["JobControl", "JobTracker", "UNIQUE_HEADER"]
 
 T = TypeVar("T")
-logger = structlog.get_logger("cloudq.jobs")
+logger = get_logger("cloudq.jobs")
 UNIQUE_HEADER = "cloudq-unique"
 """The envelope header that carries a unique job's key, so that its end releases the key."""
 _RETRY_S = 10.0

@@ -15,10 +15,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import structlog
-
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
 from cloudq.errors import BrokerError
+from cloudq.logs import get_logger
 from cloudq.transient import acall_retrying
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AckBatcher"]
 
-logger = structlog.get_logger("cloudq.worker")
+logger = get_logger("cloudq.worker")
 
 _ACK_ATTEMPTS = 5  # tries of one delete batch (about 3 s of pauses) before it is left to the visibility timeout
 

@@ -47,7 +47,7 @@ the App): the first failed record of a cold start then pays no aioboto3/aiohttp 
 One event loop per process, kept on the handler and reused by warm invocations: ``asyncio.run`` per
 invocation would close the loop and with it every aioboto3 client bound to it. Logging is configured
 once, when the handler is built (JSON unless ``CLOUDQ_LOG_FORMAT`` says otherwise); each invocation
-starts from clear structlog contextvars and binds ``aws_request_id``.
+starts from a clear log context (:func:`cloudq.logs.clear_context`) and binds ``aws_request_id``.
 """
 
 from __future__ import annotations
@@ -63,12 +63,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import structlog
-from structlog.contextvars import bind_contextvars, clear_contextvars
-
 from cloudq.brokers.base import Delivery, is_fifo
 from cloudq.errors import CloudQError
-from cloudq.logs import configure_logging
+from cloudq.logs import bind_context, clear_context, configure_logging, get_logger
 
 if TYPE_CHECKING:
     from cloudq.consumer import Consumer
@@ -79,7 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventFailed", "HandlerApp", "LambdaContext", "LambdaHandler", "delivery_from_record", "event_kind"]
 
-logger = structlog.get_logger("cloudq.lambda")
+logger = get_logger("cloudq.lambda")
 
 T = TypeVar("T")
 
@@ -240,10 +237,10 @@ class LambdaHandler:
                 metrics.flush()  # EMF: once per invocation, before the answer (a frozen sandbox writes nothing later)
 
     def _invoke(self, event: Any, context: LambdaContext | None) -> dict[str, Any]:
-        clear_contextvars()
+        clear_context()
         request_id = getattr(context, "aws_request_id", None)
         if request_id:
-            bind_contextvars(aws_request_id=request_id)
+            bind_context(aws_request_id=request_id)
         kind = event_kind(event)
         if kind == "sqs":
             return self.run(self._handle_sqs(event["Records"], context))

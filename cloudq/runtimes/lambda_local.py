@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery, is_fifo
 from cloudq.errors import BrokerError, ConfigurationError
+from cloudq.logs import get_logger
 
 if TYPE_CHECKING:
     from cloudq.app import App
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventSourceMapping", "LocalContext", "LocalStats", "sqs_event", "sqs_record"]
 
-logger = structlog.get_logger("cloudq.lambda_local")
+logger = get_logger("cloudq.lambda_local")
 
 LOCAL_ACCOUNT_ID = "000000000000"  # LocalStack's account; ARNs only need to parse like AWS's
 LOCAL_SENDER_ID = "AIDAIENQZJOLO23YVJ4VO"  # the IAM user id in AWS's example SQS event

@@ -23,16 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 from cloudq.errors import BrokerError
+from cloudq.logs import get_logger
 
 if TYPE_CHECKING:
     from cloudq.brokers.base import Broker, Delivery
 
 __all__ = ["Heartbeat", "HeldJob"]
 
-logger = structlog.get_logger("cloudq.worker")
+logger = get_logger("cloudq.worker")
 
 
 @dataclass(eq=False, slots=True)

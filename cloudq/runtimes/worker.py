@@ -36,10 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
 from cloudq.errors import BrokerError, BrokerUnavailable
+from cloudq.logs import get_logger
 from cloudq.runtimes.acks import AckBatcher
 from cloudq.runtimes.burst import PendingRetries
 from cloudq.runtimes.slots import Slots
@@ -53,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker", "WorkerStats"]
 
-logger = structlog.get_logger("cloudq.worker")
+logger = get_logger("cloudq.worker")
 
 _GATHER_S = 0.02  # longest wait for more free slots before a receive (see cloudq.runtimes.slots)
 _ROTATE_WAIT_S = 1  # long poll when there are fewer slots than queues, so that slots rotate

@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import structlog
-
 from cloudq.errors import BrokerError
 
+from cloudq.logs import get_logger
 from cloudq.producer import outgoing
 from cloudq.schedules.plan import resource_name
 from cloudq.tasks import SendOptions
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalScheduler", "due", "last_fire_times", "local_statuses", "owner_of"]
 
-logger = structlog.get_logger("cloudq.schedules")
+logger = get_logger("cloudq.schedules")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS periodic_fires (
