@@ -149,6 +149,9 @@ def _reset_structlog() -> Iterator[None]:
     level = root.level
     yield
     structlog.reset_defaults()
+    from cloudq import logs
+
+    logs._pending, logs._gate = None, 0  # a configuration left pending (see cloudq.logs)
     for handler in list(root.handlers):
         if type(handler).__name__ == "_StructlogHandler":  # cloudq.logs's; pytest manages its own
             root.removeHandler(handler)

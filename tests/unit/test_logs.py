@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import subprocess
 import sys
 from typing import Any
 
@@ -248,3 +249,74 @@ async def test_job_arguments_never_reach_the_logs_at_info(fmt: str) -> None:
     assert worker.stats.succeeded == 4 and worker.stats.dead_lettered == 6 and worker.stats.rescheduled == 1, text[-3000:]
     assert all(word in text for word in ("job.succeeded", "job.retrying", "job.dead_lettered", "job.rescheduled", "charging", "RuntimeError"))
     assert secret not in text
+
+
+# -- the lazy facade (issue 10's start-up: structlog is imported at the first line written) ----------
+LAZY = r'''
+import io, json, sys
+from cloudq.logs import bind_context, configure_logging, get_logger
+
+out = io.StringIO()
+configure_logging("json", "WARNING", stream=out)
+log = get_logger("cloudq.worker")
+bind_context(job_id="j-9", task="shop.charge")
+log.info("worker.started", queues=["default"])
+log.bind().debug("job.received")
+before = "structlog" in sys.modules
+log.warning("worker.broker_unavailable", failures=1)
+print(json.dumps({"before": before, "after": "structlog" in sys.modules, "lines": out.getvalue().splitlines()}))
+'''
+
+
+def test_a_worker_at_warning_imports_structlog_only_for_a_line_it_writes() -> None:
+    """Below the level nothing loads structlog; the first warning does, in the configured JSON format and
+    with the job context bound before structlog was loaded."""
+    result = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=60, check=True)
+    report = json.loads(result.stdout.splitlines()[-1])
+
+    assert report["before"] is False and report["after"] is True
+    [line] = [json.loads(x) for x in report["lines"]]
+    assert line["event"] == "worker.broker_unavailable" and line["level"] == "warning" and line["failures"] == 1
+    assert line["job_id"] == "j-9" and line["task"] == "shop.charge" and line["timestamp"].endswith("Z")
+
+
+def test_stdlib_warnings_load_structlog_and_come_out_in_the_configured_format() -> None:
+    """The root handler builds its formatter at its first record: a task's logging.warning is a JSON line."""
+    code = (
+        "import io, json, logging, sys\nfrom cloudq.logs import configure_logging\nout = io.StringIO()\n"
+        "configure_logging('json', 'WARNING', stream=out)\nlogging.getLogger('shop').info('dropped')\n"
+        "loaded = 'structlog' in sys.modules\nlogging.getLogger('shop').warning('low stock %d', 3)\n"
+        "print(json.dumps([loaded, out.getvalue()]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded, text = json.loads(result.stdout.splitlines()[-1])
+
+    [line] = json_lines(text)
+    assert loaded is False and line["event"] == "low stock 3" and line["logger"] == "shop" and line["level"] == "warning"
+
+
+def test_a_configuration_made_after_configure_logging_stands() -> None:
+    """An entry point that configures structlog itself after configure_logging (the demo does) keeps its
+    own: the pending configuration does not override it at the first line."""
+    from cloudq import logs
+
+    out, mine = io.StringIO(), io.StringIO()
+    structlog.reset_defaults()
+    logs._pending, logs._gate = (True, logging.INFO, out), logging.INFO  # as configure_logging leaves it without structlog
+    structlog.configure(processors=[structlog.processors.JSONRenderer()], logger_factory=structlog.PrintLoggerFactory(mine))
+    logs.get_logger("cloudq.test").info("mine")
+
+    assert out.getvalue() == "" and json.loads(mine.getvalue()) == {"event": "mine"}
+    assert logs._pending is None and logs._gate == 0
+
+
+def test_bind_context_goes_to_structlogs_contextvars_once_structlog_is_loaded() -> None:
+    """Task code and tests read the job context with structlog's own API."""
+    from cloudq.logs import bind_context, clear_context
+
+    bind_context(job_id="j-3")
+    try:
+        assert structlog.contextvars.get_contextvars()["job_id"] == "j-3"
+    finally:
+        clear_context()
+    assert "job_id" not in structlog.contextvars.get_contextvars()
