@@ -96,16 +96,17 @@ async def call_task(task: Task[Any, Any], envelope: Envelope, run_sync: RunSync,
     """Bind arguments (ArgumentsError is poison) and run the task, async on the loop, sync in a thread.
 
     A tracked async job runs in a task of its own, which a cancel request cancels (``control``)."""
-    bound = task.bind(envelope.args, envelope.kwargs)
+    args, kwargs = envelope.args, envelope.kwargs
+    task.check(args, kwargs)
     if task.is_async:
-        coro = task.fn(*bound.args, **bound.kwargs)
+        coro = task.fn(*args, **kwargs)
         if task.timeout is not None:
             coro = _timed(coro, task)
         if control is None:
             return await coro
         return await _cancellable(coro, control)
     ctx = contextvars.copy_context()  # log context and current_job() follow the call into its thread
-    return await run_sync(lambda: ctx.run(task.fn, *bound.args, **bound.kwargs))
+    return await run_sync(lambda: ctx.run(task.fn, *args, **kwargs))
 
 
 async def _timed(coro: Awaitable[Any], task: Task[Any, Any]) -> Any:

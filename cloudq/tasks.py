@@ -11,7 +11,7 @@ arbitrary code.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -57,6 +57,7 @@ class Task(Generic[P, R]):
         self.tracking = tracking or Tracking()
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._arity = _positional_arity(self.signature)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -78,6 +79,15 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue}>"
+
+    def check(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Raise ArgumentsError unless the arguments fit the signature. Positional arguments alone, of a
+        function with plain parameters, are counted (a worker checks every job: ``Signature.bind`` costs
+        some 5 µs, 3% of a no-op job's whole CPU); anything else is bound."""
+        arity = self._arity
+        if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
+            return
+        self.bind(args, kwargs)
 
     def bind(self, args: Iterable[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         """Check arguments against the signature; producers fail fast, workers dead-letter."""
@@ -104,12 +114,12 @@ class Task(Generic[P, R]):
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Enqueue one job (boto3 on SQS); arguments are checked against the signature first."""
-        self.bind(args, kwargs)
+        self.check(args, kwargs)
         return self.producer.send(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options, self.tracking)[0]
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Enqueue one job without blocking the event loop (aioboto3 on SQS)."""
-        self.bind(args, kwargs)
+        self.check(args, kwargs)
         return (await self.producer.asend(self.name, self.queue, [(tuple(args), dict(kwargs))], self.options, self.tracking))[0]
 
     def map(self, items: Iterable[Any]) -> list[JobRef]:
@@ -123,8 +133,18 @@ class Task(Generic[P, R]):
     def _calls(self, items: Iterable[Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         calls = [_as_call(item) for item in items]
         for args, kwargs in calls:
-            self.bind(args, kwargs)
+            self.check(args, kwargs)
         return calls
+
+
+def _positional_arity(signature: inspect.Signature) -> tuple[int, int] | None:
+    """(required, total) positional parameters of a signature made of plain ones only (no ``*args``,
+    ``**kwargs`` or keyword-only), for :meth:`Task.check`'s count; None for any other."""
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = list(signature.parameters.values())
+    if not all(p.kind in plain for p in parameters):
+        return None
+    return sum(1 for p in parameters if p.default is inspect.Parameter.empty), len(parameters)
 
 
 def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

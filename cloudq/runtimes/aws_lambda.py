@@ -58,12 +58,12 @@ import contextvars
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cloudq.brokers.base import Delivery, is_fifo
+from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import CloudQError
 from cloudq.logs import bind_context, clear_context, configure_logging, get_logger
 
@@ -221,7 +221,7 @@ class LambdaHandler:
         self.min_remaining_ms = min_remaining_ms
         self.concurrency = app.settings.concurrency
         self.loop = asyncio.new_event_loop()
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
+        self._threads = DaemonThreads(self.concurrency, "cloudq-task", skip_cancelled=True)
         if configure_logs:
             fmt = "json" if app.settings.log_format == "auto" else app.settings.log_format
             configure_logging(fmt, app.settings.log_level)
@@ -264,11 +264,8 @@ class LambdaHandler:
         if self.loop.is_closed():
             return
         self.run(self.app.aclose())
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
         self.loop.close()
-
-    async def _run_sync(self, call: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     # -- SQS ------------------------------------------------------------------------------------
     async def _handle_sqs(self, records: Sequence[Mapping[str, Any]], context: LambdaContext | None) -> dict[str, Any]:
@@ -340,7 +337,7 @@ class LambdaHandler:
         try:
             delivery = delivery_from_record(record)
             queue = logical_queue(delivery.queue, self.app.settings.queue_prefix)
-            settled = await self.app.consumer.process(delivery, queue, run_sync=self._run_sync)
+            settled = await self.app.consumer.process(delivery, queue, run_sync=self._threads.run)
             return RecordResult(delivery.message_id, ok=settled.done, delay_s=settled.delay_s, payload=settled.payload)
         except Exception as exc:  # noqa: BLE001 - a bad record must never fail the others
             logger.error("lambda.record_failed", message_id=message_id, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
@@ -390,7 +387,7 @@ class LambdaHandler:
         No receipt: there is no queue message, so the core only reports a retry or a dead letter, and
         hands an ETA beyond 15 minutes to the task's queue."""
         delivery = Delivery(queue=EVENTBRIDGE_QUEUE, message_id=message_id, receipt="", body=body, receive_count=1)
-        settled = await asyncio.create_task(self.app.consumer.process(delivery, EVENTBRIDGE_QUEUE, run_sync=self._run_sync))
+        settled = await asyncio.create_task(self.app.consumer.process(delivery, EVENTBRIDGE_QUEUE, run_sync=self._threads.run))
         outcome = settled.outcome
         if outcome.kind == "reschedule" and not settled.done:
             raise EventFailed(f"task {task} could not be handed to its queue; Lambda's retry for asynchronous invocations applies")

@@ -32,17 +32,16 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudq.brokers.base import SQS_MAX_BATCH, Delivery
+from cloudq.brokers.blocking import DaemonThreads
 from cloudq.errors import BrokerError, BrokerUnavailable
 from cloudq.logs import get_logger
 from cloudq.runtimes.acks import AckBatcher
 from cloudq.runtimes.burst import PendingRetries
 from cloudq.runtimes.slots import Slots
-from cloudq.runtimes.threads import ThreadResults
 from cloudq.runtimes.visibility import Heartbeat, HeldJob
 
 if TYPE_CHECKING:
@@ -126,8 +125,7 @@ class Worker:
         self._releasing: set[asyncio.Task[None]] = set()  # releases a stopping poller started (see _release_now)
         self._recording: set[asyncio.Future[None]] = set()  # end states being written to the job store (deletes wait)
         self._drained = False  # a burst found its queues empty (not stopped by max_tasks or a signal)
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="cloudq-task")
-        self._results: ThreadResults | None = None
+        self._threads = DaemonThreads(self.concurrency, "cloudq-task", skip_cancelled=True)
         # Metrics (CLOUDQ_METRICS): per receive and per delete batch, never per message; None when off.
         self._metrics = app.metrics
         on_ack = self._metrics.deletes_of({settings.queue_name(q): q for q in self.queues}) if self._metrics is not None else None
@@ -192,7 +190,7 @@ class Worker:
                 await asyncio.gather(flusher, return_exceptions=True)
             if self._metrics is not None:
                 self._metrics.flush()  # at exit: what the last interval holds
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._threads.close()
             logger.info("worker.stopped", **{k: getattr(self.stats, k) for k in ("received", "succeeded", "retried", "dead_lettered")})
         return self.stats
 
@@ -345,18 +343,13 @@ class Worker:
         job.task = asyncio.create_task(self._process(job))
 
     # -- running ----------------------------------------------------------------------------
-    async def _run_sync(self, call: Callable[[], Any]) -> Any:
-        if self._results is None:
-            self._results = ThreadResults(asyncio.get_running_loop())
-        return await self._results.run(self._pool, call)
-
     async def _process(self, job: HeldJob) -> None:
         def on_start(task: Task[Any, Any]) -> None:
             if task.timeout is not None:
                 job.deadline = job.started + task.timeout
 
         try:
-            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._run_sync, on_start=on_start, defer_record=True)
+            settled = await self.consumer.process(job.delivery, job.queue, run_sync=self._threads.run, on_start=on_start, defer_record=True)
             self._account(job, settled)
         finally:
             self._running.discard(job)
