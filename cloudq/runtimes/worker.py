@@ -77,6 +77,14 @@ class WorkerStats:
     def processed(self) -> int:
         return self.succeeded + self.retried + self.dead_lettered + self.rescheduled + self.cancelled + self.skipped
 
+    def count(self, kind: str) -> None:
+        """One more delivery whose outcome was ``kind`` (an Outcome kind: ack, retry, dead_letter...)."""
+        name = _COUNTED.get(kind, "skipped")
+        setattr(self, name, getattr(self, name) + 1)
+
+
+_COUNTED = {"ack": "succeeded", "retry": "retried", "dead_letter": "dead_lettered", "reschedule": "rescheduled", "cancelled": "cancelled"}
+
 
 class Worker:
     """Consumes logical ``queues`` of ``app`` until stopped (or drained, with ``burst``)."""
@@ -199,16 +207,8 @@ class Worker:
             return None
         from cloudq.schedules.local import LocalScheduler
 
-        scheduler = LocalScheduler(self.app)
-
-        async def run() -> None:
-            try:
-                await scheduler.run(self._stopping)
-            finally:
-                scheduler.close()
-
         logger.info("worker.firing_schedules", tasks=sorted(self.app.periodic_tasks))
-        return asyncio.create_task(run(), name="cloudq-scheduler")
+        return asyncio.create_task(LocalScheduler(self.app).run_until(self._stopping), name="cloudq-scheduler")
 
     async def _until_stopped_or_drained(self, pollers: set[asyncio.Task[None]]) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
@@ -359,21 +359,9 @@ class Worker:
 
     def _account(self, job: HeldJob, settled: Settled) -> None:
         """Count the outcome; batch the delete of a finished message; remember a retry (for burst)."""
-        kind = settled.outcome.kind
-        if kind == "ack":
-            self.stats.succeeded += 1
-        elif kind == "retry":
-            self.stats.retried += 1
-            if self.burst and settled.delay_s is not None:
-                self._retries.add(job.physical, job.delivery, settled.delay_s)
-        elif kind == "dead_letter":
-            self.stats.dead_lettered += 1
-        elif kind == "reschedule":
-            self.stats.rescheduled += 1
-        elif kind == "cancelled":
-            self.stats.cancelled += 1
-        else:
-            self.stats.skipped += 1
+        self.stats.count(settled.outcome.kind)
+        if settled.outcome.kind == "retry" and self.burst and settled.delay_s is not None:
+            self._retries.add(job.physical, job.delivery, settled.delay_s)
         recorded = settled.recorded
         if recorded is not None and not recorded.done():  # the job store's end state first, then the delete
             self._recording.add(recorded)

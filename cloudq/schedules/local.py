@@ -126,6 +126,13 @@ class LocalScheduler:
             except asyncio.TimeoutError:
                 pass
 
+    async def run_until(self, stopping: asyncio.Event) -> None:
+        """:meth:`run`, then close (the worker's scheduler task)."""
+        try:
+            await self.run(stopping)
+        finally:
+            self.close()
+
     def close(self) -> None:
         self._db.close()
 
