@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,6 +49,10 @@ class DaemonThreads:
         self._idle = 0  # threads free for a call no run() has counted on yet (under _lock)
         self._done: dict[asyncio.AbstractEventLoop, list[_Done]] = {}  # finished, per loop, not yet handed back
         self._closed = False
+        # A pool dropped without close() (a worker or handler nobody closed) lets its threads go, as a
+        # ThreadPoolExecutor does: they hold it only while running a call.
+        self._started = [0]
+        weakref.finalize(self, _stop_threads, self._work, self._started)
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` on one of the threads; its result (or exception) here, on the loop."""
@@ -64,8 +69,14 @@ class DaemonThreads:
                 self._threads += start
         self._work.put((call, loop, future))
         if start:
-            threading.Thread(target=self._serve, name=f"{self._name}-{self._threads}", daemon=True).start()
+            self._started[0] += 1
+            threading.Thread(target=_serve, args=(weakref.ref(self), self._work), name=f"{self._name}-{self._threads}", daemon=True).start()
         return await future
+
+    def busy(self) -> int:
+        """Threads running a call (or about to): after every call has returned, 0."""
+        with self._lock:
+            return self._threads - self._idle
 
     def close(self) -> None:
         """Calls no thread took yet are dropped; the threads end once their running calls return. Returns at once."""
@@ -75,24 +86,19 @@ class DaemonThreads:
                 self._work.get_nowait()
             except queue.Empty:
                 break
-        for _ in range(self._threads):
-            self._work.put(None)
+        _stop_threads(self._work, self._started)
 
-    def _serve(self) -> None:
-        while True:
-            work = self._work.get()
-            if work is None:
-                return
-            call, loop, future = work
-            if self._skip_cancelled and future.cancelled():  # abandoned before it started: never run it
-                with self._lock:
-                    self._idle += 1
-                continue
-            try:
-                done: _Done = (future, True, call())
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                done = (future, False, exc)
-            self._hand_back(loop, done)
+    def _run_one(self, work: _Work) -> None:
+        call, loop, future = work
+        if self._skip_cancelled and future.cancelled():  # abandoned before it started: never run it
+            with self._lock:
+                self._idle += 1
+            return
+        try:
+            done: _Done = (future, True, call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            done = (future, False, exc)
+        self._hand_back(loop, done)
 
     def _hand_back(self, loop: asyncio.AbstractEventLoop, done: _Done) -> None:
         """Queue a finished call for its loop, waking the loop only if nothing else is queued there;
@@ -119,3 +125,23 @@ class DaemonThreads:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+
+def _serve(pool_ref: weakref.ReferenceType[DaemonThreads], work: queue.SimpleQueue[_Work | None]) -> None:
+    """A thread's loop: holds its pool only while it runs a call."""
+    while True:
+        item = work.get()
+        if item is None:
+            return
+        pool = pool_ref()
+        if pool is None:  # dropped: whoever awaited a call kept it alive, so nobody awaits this one
+            return
+        pool._run_one(item)
+        del pool
+
+
+def _stop_threads(work: queue.SimpleQueue[_Work | None], started: list[int]) -> None:
+    """One stop for each thread started (and not stopped yet)."""
+    for _ in range(started[0]):
+        work.put(None)
+    started[0] = 0

@@ -149,6 +149,10 @@ class Worker:
         )  # fmt: skip
 
     # -- control ----------------------------------------------------------------------------
+    def tasks_still_running(self) -> bool:
+        """Whether a sync task outlived the run (past the shutdown grace: its message was released)."""
+        return self._threads.busy() > 0
+
     def stop(self, reason: str = "requested") -> None:
         """Begin a graceful shutdown; safe to call from a signal handler on the loop."""
         if not self._stopping.is_set():

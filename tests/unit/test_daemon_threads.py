@@ -84,3 +84,31 @@ async def test_closed_threads_refuse_new_calls() -> None:
     threads.close()
     with pytest.raises(RuntimeError, match="closed"):
         await threads.run(lambda: 2)
+
+
+def test_a_pool_dropped_without_close_lets_its_threads_go() -> None:
+    """As a ThreadPoolExecutor's: a worker or handler nobody closed must not leave threads behind for good."""
+    import gc
+
+    async def use() -> None:
+        pool = DaemonThreads(2, "t-dropped")
+        await asyncio.gather(pool.run(lambda: None), pool.run(lambda: None))
+
+    asyncio.run(use())
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("t-dropped") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("t-dropped")]
+
+
+async def test_busy_counts_the_threads_running_a_call() -> None:
+    threads = DaemonThreads(2)
+    gate = threading.Event()
+    running = asyncio.ensure_future(threads.run(lambda: gate.wait(5)))
+    await asyncio.sleep(0.05)
+    assert threads.busy() == 1
+    gate.set()
+    await running
+    assert threads.busy() == 0
+    threads.close()
