@@ -107,6 +107,21 @@ def pytest_configure(config: pytest.Config) -> None:
     seconds = float(os.environ.get("CLOUDQ_TEST_WATCHDOG_S", "1800"))
     if seconds > 0:
         faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__)
+    _refuse_os_exit()
+
+
+def _refuse_os_exit() -> None:
+    """``os._exit`` in the pytest process ends the run at once, with status 0 if that is what it was given
+    and nothing reported: a CI run once stopped at 32% "green" (an in-process `cloudq worker` took other
+    pools' threads for its own lingering tasks). Here it raises instead; forked children exit as ever."""
+    main, real_exit = os.getpid(), os._exit
+
+    def refuse(code: int) -> None:
+        if os.getpid() != main:
+            real_exit(code)
+        raise RuntimeError(f"os._exit({code}) called in the pytest process (it would end the run unreported)")
+
+    os._exit = refuse  # type: ignore[assignment]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by `-m`
