@@ -330,7 +330,7 @@ class App:
     ) -> tuple[str, SendOptions, Tracking]:
         registered = self.registry.get(task)
         if registered is not None:
-            registered.bind(args, kwargs)
+            registered.check(args, kwargs)
             return registered.queue, registered.options.merge(**options), registered.tracking
         return self.settings.default_queue, SendOptions().merge(**options), Tracking()
 

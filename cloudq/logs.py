@@ -49,14 +49,16 @@ _gate = 0
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("cloudq_log_context", default={})
 
 
+def _module() -> ModuleType | None:
+    """structlog, if anything imported it (cloudq, the app, a test); None if not."""
+    return _structlog or sys.modules.get("structlog")
+
+
 def _loaded() -> ModuleType | None:
-    """structlog, if anything imported it (cloudq, the app, a test); applies a pending configuration."""
+    """:func:`_module`, with a pending configuration applied."""
     global _structlog
-    if _structlog is None:
-        _structlog = sys.modules.get("structlog")
-        if _structlog is None:
-            return None
-    if _pending is not None:
+    _structlog = _module()
+    if _structlog is not None and _pending is not None:
         _apply()
     return _structlog
 
@@ -91,7 +93,7 @@ class Logger:
         return Logger(self._name, {**self._fields, **fields} if self._fields else fields, bound=True)
 
     def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
-        if _gate and _LEVELS.get(method, logging.ERROR) < _gate and "structlog" not in sys.modules:
+        if _gate and _LEVELS.get(method, logging.ERROR) < _gate and _module() is None:
             return  # below the configured level, and structlog not loaded: not worth loading it for this
         proxy = self._proxy
         if proxy is None or _pending is not None:
@@ -129,7 +131,7 @@ def get_logger(name: str) -> Logger:
 def bind_context(**fields: Any) -> None:
     """Bind ``fields`` (job_id, task, queue...) to every line written in the current context: structlog's
     contextvars when it is loaded, else cloudq's own (the configured chain merges both)."""
-    structlog = _structlog or sys.modules.get("structlog")
+    structlog = _module()
     if structlog is not None:
         structlog.contextvars.bind_contextvars(**fields)
     else:
@@ -139,7 +141,7 @@ def bind_context(**fields: Any) -> None:
 def clear_context() -> None:
     """Forget what :func:`bind_context` (or structlog's ``bind_contextvars``) bound in this context."""
     _context.set({})
-    structlog = _structlog or sys.modules.get("structlog")
+    structlog = _module()
     if structlog is not None:
         structlog.contextvars.clear_contextvars()
 
@@ -160,8 +162,9 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    if "structlog" in sys.modules:  # loaded: configure now, over whatever was configured before
-        sys.modules["structlog"].reset_defaults()
+    structlog = _module()
+    if structlog is not None:  # loaded: configure now, over whatever was configured before
+        structlog.reset_defaults()
     _pending, _gate = (use_json, numeric, stream), numeric
     root = logging.getLogger()
     for handler in list(root.handlers):

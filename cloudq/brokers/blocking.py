@@ -45,12 +45,12 @@ class DaemonThreads:
         self._name = name
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads = 0
         self._idle = 0  # threads free for a call no run() has counted on yet (under _lock)
         self._done: dict[asyncio.AbstractEventLoop, list[_Done]] = {}  # finished, per loop, not yet handed back
         self._closed = False
-        # A pool dropped without close() (a worker or handler nobody closed) lets its threads go, as a
-        # ThreadPoolExecutor does: they hold it only while running a call.
+        # Threads started (under _lock), in a list that the finalizer shares: a pool dropped without
+        # close() (a worker or handler nobody closed) lets its threads go, as a ThreadPoolExecutor does;
+        # they hold the pool only while running a call.
         self._started = [0]
         weakref.finalize(self, _stop_threads, self._work, self._started)
 
@@ -61,22 +61,21 @@ class DaemonThreads:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:  # each call takes one idle thread's turn, or starts a thread (as the executor does)
+            number = 0  # of the thread to start, if any
             if self._idle > 0:
                 self._idle -= 1
-                start = False
-            else:
-                start = self._threads < self._max
-                self._threads += start
+            elif self._started[0] < self._max:
+                self._started[0] += 1
+                number = self._started[0]
         self._work.put((call, loop, future))
-        if start:
-            self._started[0] += 1
-            threading.Thread(target=_serve, args=(weakref.ref(self), self._work), name=f"{self._name}-{self._threads}", daemon=True).start()
+        if number:
+            threading.Thread(target=_serve, args=(weakref.ref(self), self._work), name=f"{self._name}-{number}", daemon=True).start()
         return await future
 
     def busy(self) -> int:
         """Threads running a call (or about to): after every call has returned, 0."""
         with self._lock:
-            return self._threads - self._idle
+            return self._started[0] - self._idle
 
     def close(self) -> None:
         """Calls no thread took yet are dropped; the threads end once their running calls return. Returns at once."""
@@ -141,7 +140,6 @@ def _serve(pool_ref: weakref.ReferenceType[DaemonThreads], work: queue.SimpleQue
 
 
 def _stop_threads(work: queue.SimpleQueue[_Work | None], started: list[int]) -> None:
-    """One stop for each thread started (and not stopped yet)."""
+    """One stop for each thread started (a second round, after close(), finds no thread to stop: harmless)."""
     for _ in range(started[0]):
         work.put(None)
-    started[0] = 0

@@ -30,19 +30,10 @@ from cloudq.transient import acall_retrying, call_retrying
 
 __all__ = ["SqsBroker"]
 
+# cloudq.logs imports structlog only for a line written: a producer's first send must not pay its import
+# (with rich installed, structlog imports it: about 70 ms of a web process's first ``.map()``).
 _logger = get_logger(__name__)
 GIVE_BACK_WAIT_S = 5.0  # how long aclose waits for the answers of receives cancelled in flight
-
-
-def _info(event: str, **fields: Any) -> None:
-    _logger.info(event, **fields)
-
-
-def _warn(event: str, **fields: Any) -> None:
-    """Log a warning (cloudq.logs imports structlog only then: a producer's first send must not pay its
-    import; with rich installed, structlog imports it: about 70 ms of a web process's first ``.map()``)."""
-    _logger.warning(event, **fields)
-
 _READ_TIMEOUT_S = 30  # above the 20 s long poll
 _ADMIN_VISIBILITY_S = 15  # how long a peeked or redriven message hides at worst (the CLI dying mid-way)
 _ADMIN_WAIT_S = 1  # a long poll (all SQS hosts), so an empty answer means an empty queue
@@ -107,7 +98,7 @@ class SqsBroker:
             await asyncio.to_thread(importlib.import_module, "aioboto3")
             await self._async_client()
         except Exception as exc:  # noqa: BLE001 - threads keep serving; nothing is lost
-            _warn("sqs.async_client_unavailable", error=f"{type(exc).__name__}: {exc}")
+            _logger.warning("sqs.async_client_unavailable", error=f"{type(exc).__name__}: {exc}")
             self.async_io = "threads"
 
     # -- the two I/O primitives --------------------------------------------------------------
@@ -196,9 +187,9 @@ class SqsBroker:
         try:
             await self.change_visibility(queue, deliveries, 0)
         except BrokerError as exc:
-            _warn("sqs.give_back_failed", queue=queue, count=len(deliveries), error=str(exc))
+            _logger.warning("sqs.give_back_failed", queue=queue, count=len(deliveries), error=str(exc))
             return
-        _info("sqs.receive_given_back", queue=queue, count=len(deliveries))
+        _logger.info("sqs.receive_given_back", queue=queue, count=len(deliveries))
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         await self._abatch(queue, deliveries, lambda url: rq.delete_requests(url, deliveries))
@@ -213,7 +204,7 @@ class SqsBroker:
         for op, params in build(url):
             failures = rq.parse_batch_result(await self._acall(queue, op, params))
             if failures:
-                _warn("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
+                _logger.warning("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
 
     # -- admin ------------------------------------------------------------------------------
     def ensure_queue(self, queue: str, config: QueueConfig) -> None:
@@ -285,7 +276,7 @@ class SqsBroker:
         for op, params in requests:
             failures = rq.parse_batch_result(self._call(queue, op, params))
             if failures:
-                _warn("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
+                _logger.warning("sqs.batch_partial_failure", queue=queue, operation=op, failures=failures)
 
     def move_messages(
         self, source: str, destination: str, max_messages: int | None = None, *, on_progress: MoveProgress | None = None

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from cloudq.errors import BrokerError
-
 from cloudq.logs import get_logger
 from cloudq.producer import outgoing
 from cloudq.schedules.plan import resource_name
